@@ -1,0 +1,89 @@
+"""Connection settings for Kafka and Elasticsearch, read once from the environment.
+
+Every stage connects through these objects, so pointing callstream at a production cluster
+(SASL, TLS, API keys) is configuration only. Defaults target the local servers of
+`callstream local up`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """How to reach Kafka. Environment prefix `CALLSTREAM_KAFKA_`."""
+
+    model_config = SettingsConfigDict(env_prefix="CALLSTREAM_KAFKA_", extra="ignore")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    client_id: str = "callstream"
+    topic_prefix: str = "callstream"
+    # Emulators may return a whole partition in one fetch (NOTES.md); a real broker honours limits.
+    receive_message_max_bytes: int = Field(default=1_000_000_000, ge=1_000_000)
+
+    def confluent_config(self) -> dict[str, Any]:
+        """librdkafka properties shared by producers, consumers and the admin client."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+            "client.id": self.client_id,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+            conf["sasl.username"] = self.sasl_username or ""
+            conf["sasl.password"] = self.sasl_password.get_secret_value() if self.sasl_password else ""
+        for key, value in (
+            ("ssl.ca.location", self.ssl_ca_location),
+            ("ssl.certificate.location", self.ssl_certificate_location),
+            ("ssl.key.location", self.ssl_key_location),
+        ):
+            if value:
+                conf[key] = value
+        return conf
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}.{name}" if self.topic_prefix else name
+
+
+class ElasticsearchSettings(BaseSettings):
+    """How to reach Elasticsearch. Environment prefix `CALLSTREAM_ES_`."""
+
+    model_config = SettingsConfigDict(env_prefix="CALLSTREAM_ES_", extra="ignore")
+
+    url: str = "http://127.0.0.1:9200"
+    api_key: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_certs: str | None = None
+    verify_certs: bool = True
+    request_timeout_s: float = 30.0
+    index_prefix: str = "callstream"
+
+    def client_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "hosts": [self.url],
+            "request_timeout": self.request_timeout_s,
+            "verify_certs": self.verify_certs,
+        }
+        if self.api_key:
+            kwargs["api_key"] = self.api_key.get_secret_value()
+        elif self.username:
+            kwargs["basic_auth"] = (self.username, self.password.get_secret_value() if self.password else "")
+        if self.ca_certs:
+            kwargs["ca_certs"] = self.ca_certs
+        return kwargs
+
+    def client(self) -> Any:
+        from elasticsearch import Elasticsearch
+
+        return Elasticsearch(**self.client_kwargs())

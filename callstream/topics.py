@@ -1,0 +1,48 @@
+"""The Kafka topics of the pipeline: names, partition counts and configs, in flow order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from callstream.settings import KafkaSettings
+
+RAW = "calls.raw"
+"""Raw call events from producers: one event or a JSON array of events per message."""
+DEADLETTER = "calls.deadletter"
+"""Events the stream could not accept, one per message, with the reason and the original."""
+ENRICHED = "calls.enriched"
+"""Validated, enriched events: a JSON array per message."""
+LATE = "calls.late"
+"""Enriched events that arrived after their window's grace period (still applied as corrections)."""
+REPLAY = "calls.replay"
+"""Raw events re-fed for reprocessing history (same format as RAW)."""
+AGGREGATE_PARTIALS = "aggregates.partials"
+"""Per-batch partial window aggregates keyed by window, merged by the window agent."""
+AGGREGATES = "aggregates"
+"""Full window aggregate updates, versioned, keyed by document id."""
+SINK_DEADLETTER = "sink.deadletter"
+"""Documents Elasticsearch rejected, with the reason and the original."""
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def topic_specs(settings: KafkaSettings, partitions: int = 6) -> list[TopicSpec]:
+    """Topics to create. Raw topics keep long retention so backfills of old logs are not expired."""
+    long_retention = {"retention.ms": str(30 * DAY_MS)}
+    return [
+        TopicSpec(settings.topic(RAW), partitions, long_retention),
+        TopicSpec(settings.topic(REPLAY), partitions, long_retention),
+        TopicSpec(settings.topic(DEADLETTER), 3, long_retention),
+        TopicSpec(settings.topic(ENRICHED), partitions, long_retention),
+        TopicSpec(settings.topic(LATE), partitions, long_retention),
+        TopicSpec(settings.topic(AGGREGATE_PARTIALS), partitions, long_retention),
+        TopicSpec(settings.topic(AGGREGATES), partitions, long_retention),
+        TopicSpec(settings.topic(SINK_DEADLETTER), 3, long_retention),
+    ]

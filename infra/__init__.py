@@ -1,0 +1,1 @@
+"""Infra: running callstream — local servers, topic and index setup, Compose stack, dashboards, alerts."""

@@ -1,0 +1,1 @@
+"""Producers: the raw call-event contract and everything that publishes raw events to Kafka."""

@@ -1,0 +1,1 @@
+"""Sinks: write enriched events and window aggregates from Kafka to Elasticsearch."""

@@ -1,0 +1,1 @@
+"""Streams: validate and enrich raw call events, and keep windowed aggregates (faust-streaming)."""
