@@ -1,0 +1,54 @@
+"""Commands to run callstream: local servers, setup of any cluster, and the end-to-end demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from callstream.settings import ElasticsearchSettings, KafkaSettings
+from infra import local_servers
+from infra.setup import setup
+
+local_app = typer.Typer(no_args_is_help=True, help="Embedded local Kafka + Elasticsearch (noida-db).")
+
+
+@local_app.command("up")
+def local_up(
+    data_dir: Path = typer.Option(local_servers.DEFAULT_DATA_DIR, help="Where the servers keep their data"),
+    kafka_port: int = typer.Option(9092, help="Kafka port on loopback"),
+    es_port: int = typer.Option(9200, help="Elasticsearch port on loopback"),
+    fresh: bool = typer.Option(False, help="Delete existing data first"),
+    partitions: int = typer.Option(6, help="Partitions per topic"),
+) -> None:
+    """Start the local servers, wait until both answer, create topics and index templates."""
+    srv = local_servers.up(data_dir, kafka_port, es_port, fresh=fresh)
+    setup(KafkaSettings(bootstrap_servers=srv.bootstrap_servers), ElasticsearchSettings(url=srv.es_url), partitions)
+    typer.echo(f"Kafka         {srv.bootstrap_servers}\nElasticsearch {srv.es_url}")
+    typer.echo("Point callstream at them with:")
+    for key, value in srv.env().items():
+        typer.echo(f"  export {key}={value}")
+
+
+@local_app.command("down")
+def local_down(data_dir: Path = typer.Option(local_servers.DEFAULT_DATA_DIR)) -> None:
+    """Stop the local servers (their data stays in DATA_DIR)."""
+    local_servers.down(data_dir)
+    typer.echo("local servers stopped")
+
+
+@local_app.command("status")
+def local_status(data_dir: Path = typer.Option(local_servers.DEFAULT_DATA_DIR)) -> None:
+    """Show whether the local servers run and where."""
+    typer.echo(local_servers.status(data_dir))
+
+
+def setup_command(partitions: int = typer.Option(6, help="Partitions per topic")) -> None:
+    """Create topics and index templates on the configured (possibly external) Kafka and Elasticsearch."""
+    setup(KafkaSettings(), ElasticsearchSettings(), partitions)
+    typer.echo("topics and index templates are in place")
+
+
+def demo() -> None:
+    """The main job end to end on the local servers (placeholder)."""
+    raise NotImplementedError
