@@ -32,4 +32,4 @@ def configure(level: str = "INFO", json: bool | None = None) -> None:
 
 
 def get(name: str) -> structlog.stdlib.BoundLogger:
-    return structlog.get_logger(name)  # type: ignore[no-any-return]
+    return structlog.get_logger(name)

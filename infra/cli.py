@@ -23,7 +23,11 @@ def local_up(
 ) -> None:
     """Start the local servers, wait until both answer, create topics and index templates."""
     srv = local_servers.up(data_dir, kafka_port, es_port, fresh=fresh)
-    setup(KafkaSettings(bootstrap_servers=srv.bootstrap_servers), ElasticsearchSettings(url=srv.es_url), partitions)
+    setup(
+        KafkaSettings(bootstrap_servers=srv.bootstrap_servers),
+        ElasticsearchSettings(url=srv.es_url),
+        partitions,
+    )
     typer.echo(f"Kafka         {srv.bootstrap_servers}\nElasticsearch {srv.es_url}")
     typer.echo("Point callstream at them with:")
     for key, value in srv.env().items():

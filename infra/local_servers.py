@@ -106,7 +106,12 @@ def up(
         data_dir=data_dir,
     )
     wait_until_ready(servers, timeout_s)
-    log.info("local servers up", kafka=servers.bootstrap_servers, elasticsearch=servers.es_url, data_dir=str(data_dir))
+    log.info(
+        "local servers up",
+        kafka=servers.bootstrap_servers,
+        elasticsearch=servers.es_url,
+        data_dir=str(data_dir),
+    )
     return servers
 
 

@@ -20,8 +20,12 @@ def create_topics(settings: KafkaSettings, partitions: int = 6, replication_fact
     if not wanted:
         return []
     futures = admin.create_topics(
-        [NewTopic(s.name, num_partitions=s.partitions, replication_factor=replication_factor, config=s.config)
-         for s in wanted],
+        [
+            NewTopic(
+                s.name, num_partitions=s.partitions, replication_factor=replication_factor, config=s.config
+            )
+            for s in wanted
+        ],
         operation_timeout=30,
     )
     created = []
@@ -36,7 +40,9 @@ def create_topics(settings: KafkaSettings, partitions: int = 6, replication_fact
     return created
 
 
-def setup(kafka: KafkaSettings, es: ElasticsearchSettings, partitions: int = 6, replication_factor: int = 1) -> None:
+def setup(
+    kafka: KafkaSettings, es: ElasticsearchSettings, partitions: int = 6, replication_factor: int = 1
+) -> None:
     create_topics(kafka, partitions, replication_factor)
     client = es.client()
     try:

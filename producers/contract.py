@@ -14,6 +14,7 @@ Token accounting (so that cost is neither double-counted nor missed):
 from __future__ import annotations
 
 import uuid
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 MAX_ERROR_MESSAGE_CHARS = 2048
 MAX_METADATA_KEYS = 64
 
@@ -63,7 +64,9 @@ class RawCallEvent(BaseModel):
     duration_ms: float = Field(ge=0, le=86_400_000)
     time_to_first_token_ms: float | None = Field(default=None, ge=0)
     streamed: bool = False
-    status_code: int | None = Field(default=None, ge=100, le=599, description="HTTP status; none if no response")
+    status_code: int | None = Field(
+        default=None, ge=100, le=599, description="HTTP status; none if no response"
+    )
     error_type: Name | None = Field(
         default=None, description="error.type: 'timeout', 'connection_error', an exception class, ..."
     )
@@ -73,7 +76,9 @@ class RawCallEvent(BaseModel):
     environment: Name | None = None
     user_id: Name | None = None
     session_id: Name | None = None
-    reported_cost_usd: float | None = Field(default=None, ge=0, description="Cost the source reported, if any")
+    reported_cost_usd: float | None = Field(
+        default=None, ge=0, description="Cost the source reported, if any"
+    )
     metadata: dict[str, MetadataValue] = Field(default_factory=dict)
 
     @field_validator("event_time")
@@ -174,10 +179,19 @@ def decode_events(value: bytes | None) -> tuple[list[RawCallEvent], list[Rejecte
     rejected: list[RejectedEvent] = []
     for index, item in enumerate(doc):
         if not isinstance(item, dict):
-            rejected.append(RejectedEvent(f"expected an event object, got {type(item).__name__}", item, index))
+            rejected.append(
+                RejectedEvent(f"expected an event object, got {type(item).__name__}", item, index)
+            )
             continue
         try:
             valid.append(RawCallEvent.model_validate(item))
         except ValidationError as exc:
             rejected.append(RejectedEvent(f"invalid event: {describe_validation_error(exc)}", item, index))
     return valid, rejected
+
+
+def partition_for_event_id(event_id: str, partitions: int) -> int:
+    """The raw-topic partition of an event: every copy of an event lands on the same partition,
+    which is what lets the stream drop duplicates per partition. Producers should follow it;
+    the stream re-routes events that arrive elsewhere."""
+    return zlib.crc32(event_id.encode()) % partitions

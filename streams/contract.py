@@ -40,6 +40,7 @@ class EnrichedCallEvent(RawCallEvent):
     input_cost_usd: float | None
     output_cost_usd: float | None
     cost_per_token_usd: float | None
+    cost_pico: int = Field(default=0, ge=0, description="Exact cost in pico-dollars (0 when unpriced)")
     time_bucket: datetime = Field(description="Start of the event's one-minute bucket")
     client_ip: str | None = None
     late: bool = Field(default=False, description="Arrived after its windows' grace period")

@@ -1,0 +1,405 @@
+"""The faust-streaming app: raw events in; enriched events, dead letters, late events and window
+aggregates out.
+
+Two agents, each a thin shell around the pure core (enrich, dedup, windows):
+
+- `process_calls` reads raw (or replay) batches. Per message it validates, re-routes events that
+  sit on the wrong partition, drops duplicates, enriches, flags late events, publishes the
+  enriched batch, and pre-aggregates the whole batch into partial window states, which go to the
+  partials topic by window. Work is per batch, so a hot model costs one partial per batch, not
+  one table write per event. Every output is attached to the input message: faust publishes
+  it before it commits the input offset (at-least-once).
+- `merge_windows` reads partials in batches, merges them into the window table (its changelog is
+  what a restarted worker recovers), then publishes each changed window once, with a growing
+  version, and only then acks its inputs. A partial carries its source (topic:partition, offset),
+  and a window skips sources it has already applied, so a partial re-sent after a crash is never
+  counted twice.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import orjson
+
+from callstream import logs, topics
+from callstream.settings import KafkaSettings
+from producers.contract import (
+    RawCallEvent,
+    RejectedEvent,
+    decode_events,
+    encode_events,
+    partition_for_event_id,
+)
+from streams.catalogue import load_catalogue
+from streams.dedup import DedupIndex
+from streams.enrich import enrich, epoch_ms
+from streams.settings import StreamSettings
+from streams.windows import WindowKey, WindowState, expired, fold_minutes, rollup
+
+log = logs.get(__name__)
+
+MINUTE_MS = 60_000
+JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
+
+
+def window_partition(window_key: str, partitions: int) -> int:
+    """Partition of a window in the partials topic and in the window table's changelog."""
+    return zlib.crc32(window_key.encode()) % partitions
+
+
+@dataclass
+class WindowEntry:
+    state: WindowState
+    version: int = 0
+    applied: dict[str, int] = field(default_factory=dict)  # source "topic:partition" -> last offset merged
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps({"s": self.state.to_wire(), "v": self.version, "a": self.applied})
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> WindowEntry:
+        doc = orjson.loads(raw)
+        return cls(WindowState.from_wire(doc["s"]), doc["v"], doc["a"])
+
+
+@dataclass
+class Counters:
+    messages: int = 0
+    valid: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    rerouted: int = 0
+    late: int = 0
+    partials_merged: int = 0
+    partials_skipped: int = 0
+    windows_published: int = 0
+    windows_expired: int = 0
+
+
+class StreamPipeline:
+    """The state and the per-batch steps of the app; faust only moves messages in and out."""
+
+    def __init__(self, app: faust.App, settings: StreamSettings, kafka: KafkaSettings) -> None:
+        self.app = app
+        self.settings = settings
+        self.prices = load_catalogue(settings)
+        self.counters = Counters()
+        self.partitions = settings.partitions
+        self.retention = settings.retention_ms()
+        self.version_base = settings.generation << 32
+        self.last_activity = time.monotonic()
+        source_name = topics.RAW if settings.source == "raw" else topics.REPLAY
+        partials_name = topics.AGGREGATE_PARTIALS
+        if settings.generation:
+            partials_name = f"{partials_name}.g{settings.generation}"
+        raw: dict[str, Any] = {"value_serializer": "raw", "key_serializer": "raw"}
+        self.source = app.topic(kafka.topic(source_name), partitions=self.partitions, **raw)
+        self.enriched = app.topic(kafka.topic(topics.ENRICHED), **raw)
+        self.late = app.topic(kafka.topic(topics.LATE), **raw)
+        self.deadletter = app.topic(kafka.topic(topics.DEADLETTER), **raw)
+        self.partials = app.topic(kafka.topic(partials_name), partitions=self.partitions, **raw)
+        self.aggregates = app.topic(kafka.topic(topics.AGGREGATES), **raw)
+        self.source_name = kafka.topic(source_name)
+        table_options: dict[str, Any] = {
+            "partitions": self.partitions,
+            "key_type": str,
+            "key_serializer": "json",
+            "value_serializer": "raw",
+        }
+        self.stream_times = app.Table("stream-time", **table_options)
+        self.dedup_table = app.Table("dedup", **table_options)
+        self.windows = app.Table("windows", **table_options)
+        # Window keys are placed by our own hash (the one that routed their partials), so the
+        # changelog partition of a key is the partials partition that owns it, even when the
+        # table is written while a batch is flushed.
+        partitions = self.partitions
+        self.windows.partition_for_key = lambda key: window_partition(key, partitions)  # type: ignore[method-assign]
+        self.dedup_indexes: dict[int, DedupIndex] = {}
+        self.window_cache: dict[str, WindowEntry] = {}
+        self.window_time_ms = 0
+        self.republish_pending = False
+
+    # -- process_calls ---------------------------------------------------------------------------
+
+    async def process_calls(self, event: faust.types.EventT) -> None:
+        message = event.message
+        partition, offset = message.partition, message.offset
+        self.counters.messages += 1
+        self.last_activity = time.monotonic()
+        valid, rejected = decode_events(event.value)
+        for rejection in rejected:
+            await self.deadletter.send(value=self._dead_letter(rejection, message.topic, partition, offset))
+        self.counters.invalid += len(rejected)
+        valid = await self._reroute(valid, partition)
+        stream_time = self._stream_time(partition)
+        verdicts = self._dedup_index(partition).admit(
+            offset, [(e.event_id, epoch_ms(e.event_time)) for e in valid]
+        )
+        fresh = [e for e, ok in zip(valid, verdicts, strict=True) if ok]
+        self.counters.duplicates += len(valid) - len(fresh)
+        if fresh:
+            ids = [e.event_id for e in fresh]
+            max_ms = max(epoch_ms(e.event_time) for e in fresh)
+            self.dedup_table[f"{partition}:{offset}"] = orjson.dumps([ids, max_ms])
+        docs, late, stream_time = self._enrich(fresh, stream_time)
+        self.counters.valid += len(docs)
+        self.counters.late += len(late)
+        self.stream_times[str(partition)] = orjson.dumps(stream_time)
+        for chunk in _chunks_by_bytes(docs, self.settings.enriched_max_bytes):
+            await self.enriched.send(value=chunk)
+        if late:
+            await self.late.send(value=orjson.dumps(late, option=JSON_OPTIONS))
+        source = f"{message.topic}:{partition}"
+        by_partition: dict[int, dict[str, Any]] = defaultdict(dict)
+        for window, state in rollup(fold_minutes(docs)).items():
+            key = window.encode()
+            by_partition[window_partition(key, self.partitions)][key] = state.to_wire()
+        for target, states in sorted(by_partition.items()):
+            body = {"src": source, "o": offset, "st": stream_time, "w": states}
+            await self.partials.send(value=orjson.dumps(body), partition=target)
+        for gone in self._dedup_index(partition).expire(stream_time):
+            self.dedup_table.pop(f"{partition}:{gone}", None)
+
+    async def _reroute(self, events: list[RawCallEvent], partition: int) -> list[RawCallEvent]:
+        """Events whose id belongs to another partition go there, so that dedup sees every copy."""
+        mine: list[RawCallEvent] = []
+        elsewhere: dict[int, list[RawCallEvent]] = defaultdict(list)
+        for e in events:
+            target = partition_for_event_id(e.event_id, self.partitions)
+            (mine if target == partition else elsewhere[target]).append(e)
+        for target, moved in sorted(elsewhere.items()):
+            await self.source.send(value=encode_events(moved), partition=target)
+            self.counters.rerouted += len(moved)
+        return mine
+
+    def _enrich(
+        self, events: list[RawCallEvent], stream_time: int
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+        """Enrich in order; an event whose minute window closed (end + grace) before the partition's
+        stream time reached it is late: flagged, published to the late topic, and still counted."""
+        grace = self.settings.grace_ms
+        docs: list[dict[str, Any]] = []
+        late: list[dict[str, Any]] = []
+        for e in events:
+            doc = enrich(e, self.prices)
+            at = epoch_ms(e.event_time)
+            if at - at % MINUTE_MS + MINUTE_MS + grace < stream_time:
+                doc["late"] = True
+                late.append(doc)
+            elif at > stream_time:
+                stream_time = at
+            docs.append(doc)
+        return docs, late, stream_time
+
+    def _stream_time(self, partition: int) -> int:
+        raw = self.stream_times.get(str(partition))
+        return int(orjson.loads(raw)) if raw else 0
+
+    def _dedup_index(self, partition: int) -> DedupIndex:
+        index = self.dedup_indexes.get(partition)
+        if index is None:
+            index = self.dedup_indexes[partition] = DedupIndex(self.settings.dedup_horizon_ms)
+            prefix = f"{partition}:"
+            for key, value in self.dedup_table.items():
+                if key.startswith(prefix):
+                    ids, max_ms = orjson.loads(value)
+                    index.remember(int(key[len(prefix) :]), ids, max_ms)
+        return index
+
+    def _dead_letter(self, rejection: RejectedEvent, topic: str, partition: int, offset: int) -> bytes:
+        return orjson.dumps(
+            {
+                "reason": rejection.reason,
+                "stage": "stream.validate",
+                "original": rejection.original,
+                "source_topic": topic,
+                "source_partition": partition,
+                "source_offset": offset,
+                "batch_index": rejection.index,
+                "detected_at": datetime.now(UTC),
+            },
+            option=JSON_OPTIONS,
+            default=str,
+        )
+
+    # -- merge_windows ---------------------------------------------------------------------------
+
+    async def merge_windows(self, events: Sequence[faust.types.EventT]) -> None:
+        """Merge a batch of partials, then publish every changed window once."""
+        self.last_activity = time.monotonic()
+        changed: set[str] = set()
+        for event in events:
+            body = orjson.loads(event.value)
+            source, offset = body["src"], body["o"]
+            self.window_time_ms = max(self.window_time_ms, body["st"])
+            for key, wire in body["w"].items():
+                entry = self._window(key)
+                if entry.applied.get(source, -1) >= offset:
+                    self.counters.partials_skipped += 1
+                    continue
+                entry.state.merge(WindowState.from_wire(wire))
+                entry.applied[source] = offset
+                entry.version += 1
+                changed.add(key)
+                self.counters.partials_merged += 1
+        # Publish first, then record in the changelog: a crash in between re-merges the same
+        # partials into the same versions, which the sink treats as already written.
+        for key in sorted(changed):
+            await self._publish(key, self.window_cache[key])
+        for key in sorted(changed):
+            self.windows[key] = self.window_cache[key].to_bytes()
+        self.counters.windows_published += len(changed)
+        self._expire_windows()
+        await self.app.producer.flush()
+
+    async def _publish(self, key: str, entry: WindowEntry) -> None:
+        aggregate = entry.state.to_aggregate(WindowKey.decode(key), self.version_base + entry.version)
+        await self.aggregates.send(
+            key=key.encode(), value=orjson.dumps(aggregate, option=JSON_OPTIONS), force=True
+        )
+
+    async def republish_windows(self) -> None:
+        """After recovery, publish every window this worker now owns once more, in case a crash
+        came between a window's changelog write and its publication (versions make it harmless)."""
+        self.republish_pending = False
+        count = 0
+        for key, raw in list(self.windows.items()):
+            if key not in self.window_cache:
+                await self._publish(key, WindowEntry.from_bytes(raw))
+                count += 1
+        await self.app.producer.flush()
+        log.info("windows republished after recovery", windows=count)
+
+    def _window(self, key: str) -> WindowEntry:
+        entry = self.window_cache.get(key)
+        if entry is None:
+            raw = self.windows.get(key)
+            entry = WindowEntry.from_bytes(raw) if raw else WindowEntry(WindowState())
+            self.window_cache[key] = entry
+        return entry
+
+    def _expire_windows(self) -> None:
+        """Windows past their retention leave memory and the changelog (a tombstone)."""
+        for key in [
+            k for k in self.window_cache if expired(WindowKey.decode(k), self.window_time_ms, self.retention)
+        ]:
+            del self.window_cache[key]
+            self.windows.pop(key, None)
+            self.counters.windows_expired += 1
+
+    def forget_cached_state(self) -> None:
+        """After a rebalance, in-memory views are rebuilt from the tables, which faust recovered."""
+        self.dedup_indexes.clear()
+        self.window_cache.clear()
+        self.republish_pending = True
+
+
+def _chunks_by_bytes(docs: list[dict[str, Any]], max_bytes: int) -> list[bytes]:
+    """Serialise enriched events as JSON arrays of at most about `max_bytes` each."""
+    if not docs:
+        return []
+    whole = orjson.dumps(docs, option=JSON_OPTIONS)
+    if len(whole) <= max_bytes or len(docs) == 1:
+        return [whole]
+    half = len(docs) // 2
+    return _chunks_by_bytes(docs[:half], max_bytes) + _chunks_by_bytes(docs[half:], max_bytes)
+
+
+def faust_broker_settings(kafka: KafkaSettings) -> dict[str, Any]:
+    """aiokafka's view of the same connection settings the confluent clients use."""
+    conf: dict[str, Any] = {"broker": [f"kafka://{s.strip()}" for s in kafka.bootstrap_servers.split(",")]}
+    ssl_context = None
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        import ssl
+
+        ssl_context = ssl.create_default_context(cafile=kafka.ssl_ca_location)
+        if kafka.ssl_certificate_location:
+            ssl_context.load_cert_chain(kafka.ssl_certificate_location, kafka.ssl_key_location)
+    if kafka.sasl_mechanism:
+        password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
+        if kafka.sasl_mechanism == "PLAIN":
+            conf["broker_credentials"] = faust.SASLCredentials(
+                username=kafka.sasl_username, password=password, ssl_context=ssl_context
+            )
+        else:
+            conf["broker_credentials"] = faust.SASLCredentials(
+                username=kafka.sasl_username,
+                password=password,
+                mechanism=kafka.sasl_mechanism,
+                ssl_context=ssl_context,
+            )
+    elif ssl_context is not None:
+        conf["broker_credentials"] = faust.SSLCredentials(ssl_context)
+    return conf
+
+
+def create_app(
+    settings: StreamSettings | None = None,
+    kafka: KafkaSettings | None = None,
+    stop_when_idle_s: float | None = None,
+) -> tuple[faust.App, StreamPipeline]:
+    settings = settings or StreamSettings()
+    kafka = kafka or KafkaSettings()
+    app_id = settings.app_id if not settings.generation else f"{settings.app_id}-g{settings.generation}"
+    app = faust.App(
+        app_id,
+        **faust_broker_settings(kafka),
+        broker_client_id=kafka.client_id,
+        store="memory://",
+        processing_guarantee="at_least_once",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        table_standby_replicas=0,
+        stream_buffer_maxsize=settings.stream_buffer_maxsize,
+        producer_compression_type="lz4",
+        producer_max_request_size=8 * 1024 * 1024,
+        producer_acks=-1,
+        web_enabled=False,
+        web_bind=settings.web_bind,
+        web_port=settings.web_port,
+        autodiscover=False,
+    )
+    pipeline = StreamPipeline(app, settings, kafka)
+
+    @app.agent(pipeline.source, name="process_calls")
+    async def process_calls(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await pipeline.process_calls(event)
+
+    @app.agent(pipeline.partials, name="merge_windows")
+    async def merge_windows(stream: faust.StreamT) -> None:
+        # take_events acks the batch only after the body returns: after the flush.
+        within = settings.flush_interval_ms / 1000
+        batches = stream.take_events(settings.max_pending_partials, within=within)  # type: ignore[attr-defined]
+        async for events in batches:
+            await pipeline.merge_windows(events)
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
+        pipeline.forget_cached_state()
+
+    @app.timer(interval=1.0)
+    async def republish_after_recovery() -> None:
+        recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
+        if pipeline.republish_pending and not app.rebalancing and recovered:
+            await pipeline.republish_windows()
+
+    @app.timer(interval=5.0)
+    async def report() -> None:
+        log.info("stream progress", **pipeline.counters.__dict__)
+        idle_for = time.monotonic() - pipeline.last_activity
+        if stop_when_idle_s is not None and idle_for > stop_when_idle_s:
+            log.info("idle, stopping", idle_s=round(idle_for, 1))
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return app, pipeline

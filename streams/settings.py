@@ -1,0 +1,45 @@
+"""Stream worker settings. Environment prefix `CALLSTREAM_STREAM_`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.pricing import DEFAULT_OVERRIDES
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+
+
+class StreamSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CALLSTREAM_STREAM_", extra="ignore")
+
+    app_id: str = "callstream-stream"
+    # Topic to consume: live raw events, or the replay topic for reprocessing history.
+    source: Literal["raw", "replay"] = "raw"
+    # Replay generation (e.g. the replay's start, epoch seconds): its window versions outrank
+    # every older generation's, so a replay's recomputed windows replace the old documents.
+    generation: int = Field(default=0, ge=0, lt=2**31)
+    partitions: int = Field(default=6, ge=1)  # of the raw and partials topics
+    # How long after a minute window's end its events still count as on time.
+    grace_ms: int = Field(default=60_000, ge=0)
+    dedup_horizon_ms: int = Field(default=DAY_MS, ge=0)  # how long event ids are remembered
+    # How long closed windows stay in state to take late corrections, per window size.
+    retention_1m_ms: int = Field(default=6 * HOUR_MS, ge=0)
+    retention_1h_ms: int = Field(default=2 * DAY_MS, ge=0)
+    retention_1d_ms: int = Field(default=8 * DAY_MS, ge=0)
+    flush_interval_ms: int = Field(default=1000, ge=10)  # how often changed windows are published
+    max_pending_partials: int = Field(default=2000, ge=1)  # flush early after this many inputs
+    enriched_max_bytes: int = Field(default=512 * 1024, ge=1024)  # split enriched messages above this
+    price_files: list[Path] = Field(default_factory=lambda: [DEFAULT_OVERRIDES])
+    use_genai_prices: bool = True  # price models the override files lack from genai-prices
+    web_port: int = 6066
+    web_bind: str = "127.0.0.1"
+    stream_buffer_maxsize: int = Field(default=16, ge=1)  # messages (each a batch) buffered per partition
+    log_level: str = "INFO"
+
+    def retention_ms(self) -> dict[str, int]:
+        return {"1m": self.retention_1m_ms, "1h": self.retention_1h_ms, "1d": self.retention_1d_ms}
