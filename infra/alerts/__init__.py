@@ -1,0 +1,1 @@
+"""Kibana alerting rules for callstream (rules/*.json), installed by infra.kibana.provision."""

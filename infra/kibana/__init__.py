@@ -1,0 +1,1 @@
+"""Kibana for callstream: saved objects (data views, dashboard) and their provisioning."""
