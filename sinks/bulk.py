@@ -1,0 +1,268 @@
+"""Write one batch to Elasticsearch until every document is stored or dead-lettered.
+
+Runs on a pool thread, several batches at once. Retryable failures (429, 5xx, connection errors)
+back off with jitter and retry forever; only an abort (a second stop signal, or the end of the
+shutdown grace period) ends a batch early, and then its unfinished documents are simply not
+acknowledged, so their offsets are not committed. Refused documents go to the sink dead-letter
+topic and index before they count as done.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import threading
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from elastic_transport import SerializationError, TransportError
+from elasticsearch import ApiError, Elasticsearch
+from elasticsearch.serializer import OrjsonSerializer
+
+from callstream import logs
+from callstream.settings import ElasticsearchSettings
+from sinks.batching import Batch
+from sinks.documents import Doc, Documents, Failure
+from sinks.outcome import BulkSplit, RequestOutcome, backoff_s, classify_request, rejection, split_response
+from sinks.settings import SinkSettings
+
+log = logs.get(__name__)
+
+# Per-item fields the sink reads back; the rest of a bulk response is not worth parsing.
+FILTER_PATH = "errors,items.*.status,items.*.error"
+# noida-db refuses messages over about 1 MB; a real broker's default limit is the same.
+MAX_DEADLETTER_MESSAGE_BYTES = 900_000
+
+
+def make_client(es: ElasticsearchSettings, sink: SinkSettings) -> Elasticsearch:
+    """A client that leaves retries to the sink (backoff with jitter, no retry budget)."""
+    return Elasticsearch(
+        **es.client_kwargs(),
+        http_compress=sink.http_compress,
+        max_retries=0,
+        retry_on_timeout=False,
+        connections_per_node=sink.max_in_flight_requests + 2,
+        serializers={"application/json": OrjsonSerializer()},
+    )
+
+
+def bulk_body(docs: list[Doc]) -> bytes:
+    lines: list[bytes] = []
+    for doc in docs:
+        meta: dict[str, Any] = {"_index": doc.index, "_id": doc.id}
+        if doc.version is not None:
+            meta["version"] = doc.version
+            meta["version_type"] = "external"
+        lines.append(orjson.dumps({"index": meta}))
+        lines.append(doc.source)
+    lines.append(b"")
+    return b"\n".join(lines)
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What a batch achieved. `acked` counts finished documents per (partition, offset)."""
+
+    batch: Batch
+    complete: bool = True
+    acked: Counter[tuple[tuple[str, int], int]] = field(default_factory=Counter)
+    indexed: int = 0
+    superseded: int = 0
+    deadlettered: int = 0
+    deadletter_index_refused: int = 0
+    retries: int = 0
+    requests: int = 0
+
+
+def _record_delivery(outcome: dict[int, Any], index: int, err: Any, _msg: Any) -> None:
+    """Delivery callback; runs on whichever thread polls the producer."""
+    outcome[index] = err
+
+
+def _status(exc: Exception) -> int | None:
+    meta = getattr(exc, "meta", None)
+    status = getattr(meta, "status", None)
+    return status if isinstance(status, int) else None
+
+
+class BulkWriter:
+    """Thread-safe: one instance shared by the pool's threads."""
+
+    def __init__(
+        self,
+        client: Elasticsearch,
+        producer: Any,
+        documents: Documents,
+        settings: SinkSettings,
+        deadletter_topic: str,
+        abort: threading.Event,
+    ) -> None:
+        self._client = client
+        self._producer = producer
+        self._documents = documents
+        self._settings = settings
+        self._deadletter_topic = deadletter_topic
+        self._abort = abort
+        self._lock = threading.Lock()
+        self._backing_off = 0
+        self._random = random.Random()
+
+    @property
+    def failing(self) -> bool:
+        """Some batch is backing off right now: Elasticsearch or Kafka is slow or down."""
+        return self._backing_off > 0
+
+    def write(self, batch: Batch) -> BatchResult:
+        result = BatchResult(batch)
+        done, refused, complete = self._index(batch.docs, result)
+        for doc in done:
+            result.acked[(doc.origin.partition_key, doc.origin.offset)] += 1
+        failures = list(batch.failures) + refused
+        if complete and failures:
+            complete = self._deadletter(failures, result)
+            if complete:
+                result.deadlettered += len(failures)
+                for failure in failures:
+                    result.acked[(failure.origin.partition_key, failure.origin.offset)] += 1
+        result.complete = complete
+        return result
+
+    # -- indexing with retries
+
+    def _index(self, docs: list[Doc], result: BatchResult) -> tuple[list[Doc], list[Failure], bool]:
+        """Index until every document is stored or refused: (stored, refused, finished)."""
+        stored: list[Doc] = []
+        refused: list[Failure] = []
+        work: deque[list[Doc]] = deque([docs] if docs else [])
+        attempt = 0
+        while work:
+            if self._abort.is_set():
+                return stored, refused, False
+            chunk = work.popleft()
+            try:
+                split = self._send(chunk)
+                result.requests += 1
+            except (ApiError, TransportError, SerializationError) as exc:
+                status = _status(exc)
+                if classify_request(status) is RequestOutcome.SPLIT:
+                    if len(chunk) > 1:
+                        middle = len(chunk) // 2
+                        work.extendleft([chunk[middle:], chunk[:middle]])
+                    else:
+                        refused.append(
+                            rejection(chunk[0], status, {"type": "request_refused", "reason": str(exc)})
+                        )
+                    continue
+                attempt += 1
+                result.retries += 1
+                self._back_off(
+                    attempt, "bulk request failed", docs=len(chunk), status=status, error=str(exc)[:300]
+                )
+                work.appendleft(chunk)
+                continue
+            stored += split.indexed
+            stored += split.superseded
+            result.indexed += len(split.indexed)
+            result.superseded += len(split.superseded)
+            refused += split.rejected
+            if split.retry:
+                attempt += 1
+                result.retries += 1
+                self._back_off(attempt, "bulk items to retry", docs=len(split.retry))
+                work.appendleft(split.retry)
+            else:
+                attempt = 0
+        return stored, refused, True
+
+    def _send(self, docs: list[Doc]) -> BulkSplit:
+        body_bytes: Any = bulk_body(docs)  # pre-encoded NDJSON: the client sends bytes as they are
+        response = self._client.bulk(operations=body_bytes, filter_path=FILTER_PATH)
+        body = response.body
+        if body.get("errors") is False:
+            return BulkSplit(indexed=list(docs))
+        return split_response(docs, body.get("items") or [])
+
+    def _back_off(self, attempt: int, event: str, **fields: Any) -> None:
+        delay = backoff_s(
+            attempt,
+            self._settings.retry_backoff_min_ms,
+            self._settings.retry_backoff_max_ms,
+            self._random.random(),
+        )
+        log.warning(event, attempt=attempt, retry_in_s=round(delay, 3), **fields)
+        with self._lock:
+            self._backing_off += 1
+        try:
+            self._abort.wait(delay)
+        finally:
+            with self._lock:
+                self._backing_off -= 1
+
+    # -- dead letters: topic first, then index; both before the originals count as done
+
+    def _deadletter(self, failures: list[Failure], result: BatchResult) -> bool:
+        failed_at = datetime.now(UTC)
+        for failure in failures:
+            log.warning(
+                "document dead-lettered",
+                reason=failure.reason[:500],
+                status=failure.status,
+                target_index=failure.target_index,
+                doc_id=failure.doc_id,
+                topic=failure.origin.topic,
+                partition=failure.origin.partition,
+                offset=failure.origin.offset,
+                item=failure.item,
+            )
+        messages = [
+            self._documents.sink_deadletter_message(f, failed_at, MAX_DEADLETTER_MESSAGE_BYTES)
+            for f in failures
+        ]
+        if not self._produce_all(messages):
+            return False
+        docs = [self._documents.sink_deadletter_doc(f, failed_at) for f in failures]
+        scratch = BatchResult(result.batch)  # dead letters are not counted as indexed documents
+        _, refused, complete = self._index(docs, scratch)
+        result.requests += scratch.requests
+        result.retries += scratch.retries
+        # The dead-letter topic already holds these, so a refusal here is logged, not retried.
+        for failure in refused:
+            result.deadletter_index_refused += 1
+            log.error(
+                "sink dead-letter index refused a document", reason=failure.reason, doc_id=failure.doc_id
+            )
+        return complete
+
+    def _produce_all(self, messages: list[tuple[bytes, bytes]]) -> bool:
+        todo = list(range(len(messages)))
+        attempt = 0
+        while todo:
+            if self._abort.is_set():
+                return False
+            outcome: dict[int, Any] = {}
+            for index in todo:
+                key, value = messages[index]
+                callback = functools.partial(_record_delivery, outcome, index)
+                while True:
+                    try:
+                        self._producer.produce(
+                            self._deadletter_topic, value=value, key=key, on_delivery=callback
+                        )
+                        break
+                    except BufferError:  # the producer's queue is full: let it drain
+                        self._producer.poll(0.1)
+            while len(outcome) < len(todo) and not self._abort.is_set():
+                self._producer.poll(0.1)
+            failed = [i for i in todo if i not in outcome or outcome[i] is not None]
+            if not failed:
+                return True
+            attempt += 1
+            errors = {str(outcome.get(i)) for i in failed}
+            self._back_off(
+                attempt, "dead-letter produce failed", messages=len(failed), errors=sorted(errors)[:3]
+            )
+            todo = failed
+        return True

@@ -1,0 +1,312 @@
+"""From Kafka message values to Elasticsearch documents: index, `_id`, version and source. Pure.
+
+Every `_id` and index name is a function of the message alone, never of the clock or of the
+order of arrival, so a re-delivered message overwrites its own documents instead of adding copies:
+
+- enriched event: `{prefix}-calls-YYYY.MM.DD` by event time (UTC), `_id` = event_id;
+- window aggregate: `{prefix}-aggregates-{window_size}-YYYY.MM` by window start, `_id` = doc_id,
+  external version = the aggregate's `version` (the newest update wins, whatever the order);
+- stream dead letter: `{prefix}-deadletter-YYYY.MM.DD` by detection time, `_id` from the source
+  coordinates it names (or, without them, from its own Kafka coordinates);
+- sink dead letter (a document Elasticsearch refused, or an input that is not a document):
+  `{prefix}-sink-deadletter-YYYY.MM.DD` by Kafka message timestamp, `_id` from its Kafka coordinates.
+
+The sink checks only what it needs to place a document (id, time, version); the index mappings
+(`dynamic: strict`) check the rest, and what they refuse is dead-lettered item by item.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from streams.contract import WINDOW_SIZES_MS
+
+MAX_ID_BYTES = 512  # Elasticsearch refuses longer _id values
+# Per-document bytes on the bulk wire besides the source: the action line and newlines.
+ACTION_OVERHEAD_BYTES = 48
+
+INVALID_INPUT = "invalid_input"
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a message came from; shared by every document decoded from it."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None = None
+
+    @property
+    def partition_key(self) -> tuple[str, int]:
+        return (self.topic, self.partition)
+
+
+@dataclass(frozen=True, slots=True)
+class Doc:
+    """One document to write. `version` set means external versioning (newest version wins)."""
+
+    index: str
+    id: str
+    source: bytes
+    origin: Origin
+    item: int | None = None  # position in the message's array, when the message was an array
+    version: int | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.source) + len(self.index) + len(self.id) + ACTION_OVERHEAD_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """An input that will not be indexed where it belongs: dead-lettered with the reason, and counted."""
+
+    reason: str
+    error_type: str  # Elasticsearch's error type, or INVALID_INPUT when the sink could not place it
+    original: Any
+    origin: Origin
+    item: int | None = None
+    status: int | None = None
+    target_index: str | None = None
+    doc_id: str | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return (
+            len(self.reason)
+            + ACTION_OVERHEAD_BYTES
+            + (len(self.original) if isinstance(self.original, str) else 256)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    docs: list[Doc]
+    failures: list[Failure]
+
+
+def calls_index(prefix: str, day: datetime) -> str:
+    return f"{prefix}-calls-{day.year:04d}.{day.month:02d}.{day.day:02d}"
+
+
+def aggregates_index(prefix: str, window_size: str, window_start: datetime) -> str:
+    return f"{prefix}-aggregates-{window_size}-{window_start.year:04d}.{window_start.month:02d}"
+
+
+def deadletter_index(prefix: str, day: datetime) -> str:
+    return f"{prefix}-deadletter-{day.year:04d}.{day.month:02d}.{day.day:02d}"
+
+
+def sink_deadletter_index(prefix: str, day: datetime) -> str:
+    return f"{prefix}-sink-deadletter-{day.year:04d}.{day.month:02d}.{day.day:02d}"
+
+
+def parse_utc(value: Any) -> datetime:
+    """An ISO-8601 timestamp with a time zone, as UTC. Raises ValueError otherwise."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected an ISO-8601 string, got {type(value).__name__}")
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError(f"{value!r} has no time zone")
+    offset = parsed.utcoffset()
+    return parsed if offset is not None and not offset else parsed.astimezone(UTC)
+
+
+def _check_id(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{field} must be a non-empty string")
+    if len(value.encode()) > MAX_ID_BYTES:
+        raise ValueError(f"{field} is longer than {MAX_ID_BYTES} bytes")
+    return value
+
+
+def _load(value: bytes | None, origin: Origin) -> tuple[Any, Failure | None]:
+    if not value:
+        return None, Failure("empty message value", INVALID_INPUT, None, origin)
+    try:
+        return orjson.loads(value), None
+    except orjson.JSONDecodeError as exc:
+        return None, Failure(
+            f"not valid JSON: {exc}", INVALID_INPUT, value.decode("utf-8", "replace"), origin
+        )
+
+
+class Documents:
+    """Builds the documents of one index prefix. Stateless apart from its two parameters."""
+
+    def __init__(self, index_prefix: str, original_max_chars: int = 100_000) -> None:
+        self.prefix = index_prefix
+        self.original_max_chars = original_max_chars
+
+    # -- enriched events: one message holds a JSON array of events (or a single object)
+
+    def enriched(self, value: bytes | None, origin: Origin) -> Decoded:
+        loaded, failure = _load(value, origin)
+        if failure:
+            return Decoded([], [failure])
+        if isinstance(loaded, dict):
+            items: list[Any] = [loaded]
+            positions: list[int | None] = [None]
+        elif isinstance(loaded, list):
+            items = loaded
+            positions = list(range(len(loaded)))
+        else:
+            reason = f"expected a JSON array of events, got {type(loaded).__name__}"
+            return Decoded([], [Failure(reason, INVALID_INPUT, loaded, origin)])
+        docs: list[Doc] = []
+        failures: list[Failure] = []
+        for item, position in zip(items, positions, strict=True):
+            try:
+                docs.append(self.enriched_event(item, origin, position))
+            except ValueError as exc:
+                failures.append(
+                    Failure(f"invalid enriched event: {exc}", INVALID_INPUT, item, origin, position)
+                )
+        return Decoded(docs, failures)
+
+    def enriched_event(self, event: Any, origin: Origin, item: int | None = None) -> Doc:
+        if not isinstance(event, dict):
+            raise ValueError(f"expected an event object, got {type(event).__name__}")
+        event_id = _check_id(event.get("event_id"), "event_id")
+        try:
+            event_time = parse_utc(event.get("event_time"))
+        except ValueError as exc:
+            raise ValueError(f"event_time: {exc}") from None
+        return Doc(calls_index(self.prefix, event_time), event_id, orjson.dumps(event), origin, item)
+
+    # -- window aggregates: one WindowAggregate object per message, newest version wins
+
+    def aggregate(self, value: bytes | None, origin: Origin) -> Decoded:
+        loaded, failure = _load(value, origin)
+        if failure:
+            return Decoded([], [failure])
+        try:
+            return Decoded([self.aggregate_doc(loaded, origin)], [])
+        except ValueError as exc:
+            return Decoded([], [Failure(f"invalid aggregate: {exc}", INVALID_INPUT, loaded, origin)])
+
+    def aggregate_doc(self, aggregate: Any, origin: Origin) -> Doc:
+        if not isinstance(aggregate, dict):
+            raise ValueError(f"expected an object, got {type(aggregate).__name__}")
+        doc_id = _check_id(aggregate.get("doc_id"), "doc_id")
+        version = aggregate.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ValueError(f"version must be an integer >= 1, got {version!r}")
+        window_size = aggregate.get("window_size")
+        if window_size not in WINDOW_SIZES_MS:
+            raise ValueError(f"window_size must be one of {sorted(WINDOW_SIZES_MS)}, got {window_size!r}")
+        try:
+            window_start = parse_utc(aggregate.get("window_start"))
+        except ValueError as exc:
+            raise ValueError(f"window_start: {exc}") from None
+        index = aggregates_index(self.prefix, window_size, window_start)
+        return Doc(index, doc_id, orjson.dumps(aggregate), origin, version=version)
+
+    # -- the stream's dead letters: one DeadLetter object per message, searchable in Kibana
+
+    def deadletter(self, value: bytes | None, origin: Origin) -> Decoded:
+        loaded, failure = _load(value, origin)
+        if failure:
+            return Decoded([], [failure])
+        try:
+            return Decoded([self.deadletter_doc(loaded, origin)], [])
+        except ValueError as exc:
+            return Decoded([], [Failure(f"invalid dead letter: {exc}", INVALID_INPUT, loaded, origin)])
+
+    def deadletter_doc(self, letter: Any, origin: Origin) -> Doc:
+        if not isinstance(letter, dict):
+            raise ValueError(f"expected an object, got {type(letter).__name__}")
+        try:
+            detected_at = parse_utc(letter.get("detected_at"))
+        except ValueError as exc:
+            raise ValueError(f"detected_at: {exc}") from None
+        source_topic, source_offset = letter.get("source_topic"), letter.get("source_offset")
+        if source_topic is not None and source_offset is not None:
+            parts = [letter.get("stage"), source_topic, letter.get("source_partition"), source_offset]
+            doc_id = ":".join("" if p is None else str(p) for p in [*parts, letter.get("batch_index")])
+        else:
+            doc_id = f"{origin.topic}:{origin.partition}:{origin.offset}"
+        source = {k: v for k, v in letter.items() if k != "original"} | self._original_fields(
+            letter.get("original")
+        )
+        return Doc(
+            deadletter_index(self.prefix, detected_at), _check_id(doc_id, "_id"), orjson.dumps(source), origin
+        )
+
+    # -- the sink's own dead letters: same content in the index and on the topic
+
+    def sink_deadletter_record(self, failure: Failure, failed_at: datetime) -> dict[str, Any]:
+        """What goes on the `sink.deadletter` topic: the reason, where it came from, and the original."""
+        origin = failure.origin
+        return {
+            "reason": failure.reason,
+            "error_type": failure.error_type,
+            "status": failure.status,
+            "target_index": failure.target_index,
+            "doc_id": failure.doc_id,
+            "source_topic": origin.topic,
+            "source_partition": origin.partition,
+            "source_offset": origin.offset,
+            "batch_index": failure.item,
+            "message_timestamp": _iso_ms(origin.timestamp_ms) if origin.timestamp_ms else None,
+            "failed_at": failed_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "original": failure.original,
+        }
+
+    def sink_deadletter_message(
+        self, failure: Failure, failed_at: datetime, max_bytes: int
+    ) -> tuple[bytes, bytes]:
+        """Key and value for the topic; an original too big for one message is cut to its JSON text."""
+        record = self.sink_deadletter_record(failure, failed_at)
+        value = orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS)
+        if len(value) > max_bytes:
+            text = self._original_fields(failure.original)["original_json"]
+            record["original"] = text[: max_bytes // 4]  # at most 4 bytes per character
+            record["original_truncated"] = True
+            value = orjson.dumps(record)
+        return self.sink_deadletter_id(failure).encode(), value
+
+    def sink_deadletter_id(self, failure: Failure) -> str:
+        origin = failure.origin
+        item = "" if failure.item is None else str(failure.item)
+        return f"{origin.topic}:{origin.partition}:{origin.offset}:{item}"
+
+    def sink_deadletter_doc(self, failure: Failure, failed_at: datetime) -> Doc:
+        record = self.sink_deadletter_record(failure, failed_at)
+        source = {k: v for k, v in record.items() if k != "original"} | self._original_fields(
+            failure.original
+        )
+        timestamp_ms = failure.origin.timestamp_ms
+        day = (
+            datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+            if timestamp_ms and timestamp_ms > 0
+            else failed_at
+        )
+        index = sink_deadletter_index(self.prefix, day)
+        return Doc(
+            index, self.sink_deadletter_id(failure), orjson.dumps(source), failure.origin, failure.item
+        )
+
+    def _original_fields(self, original: Any) -> dict[str, Any]:
+        """The original twice: as an object in _source (not indexed), and as searchable JSON text."""
+        if isinstance(original, str):
+            text = original
+        else:
+            text = orjson.dumps(original, option=orjson.OPT_NON_STR_KEYS).decode()
+        fields: dict[str, Any] = {"original_json": text[: self.original_max_chars]}
+        if isinstance(original, dict):
+            fields["original"] = original
+        return fields
+
+
+def _iso_ms(timestamp_ms: int) -> str:
+    return (
+        datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )

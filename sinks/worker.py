@@ -1,0 +1,333 @@
+"""The sink loop: consume, batch, bulk-write on a thread pool, commit what was acknowledged.
+
+One thread owns the consumer; it decodes messages into documents, closes batches and hands them
+to a pool of `max_in_flight_requests` bulk writers. When a batch finishes, its documents are
+acknowledged in the offset ledger and the partitions whose messages are now fully written are
+committed right there, synchronously: a committed offset always means "in Elasticsearch or in
+the dead-letter topic and index". Stop requests flip a flag; the loop ends at a safe point,
+flushes what it holds, waits for in-flight bulks (up to `shutdown_timeout_s`), commits, closes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaException, Producer, TopicPartition
+
+from callstream import logs
+from callstream.settings import ElasticsearchSettings, KafkaSettings
+from sinks.accounting import OffsetLedger
+from sinks.batching import Batch, BatchBuilder
+from sinks.bulk import BatchResult, BulkWriter, make_client
+from sinks.documents import Decoded, Doc, Documents, Failure, Origin
+from sinks.settings import SinkSettings
+
+log = logs.get(__name__)
+
+
+@dataclass(slots=True)
+class SinkStats:
+    indexed: int = 0
+    superseded: int = 0
+    deadlettered: int = 0
+    deadletter_index_refused: int = 0
+    retries: int = 0
+    bulk_requests: int = 0
+    batches: int = 0
+    messages: int = 0
+    commits: int = 0
+    commit_failures: int = 0
+    pauses: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+    first_message_at: float | None = None
+    last_ack_at: float | None = None
+
+    @property
+    def done(self) -> int:
+        """Documents finished: stored, superseded by a newer version, or dead-lettered."""
+        return self.indexed + self.superseded + self.deadlettered
+
+    def add(self, result: BatchResult, now: float) -> None:
+        self.indexed += result.indexed
+        self.superseded += result.superseded
+        self.deadlettered += result.deadlettered
+        self.deadletter_index_refused += result.deadletter_index_refused
+        self.retries += result.retries
+        self.bulk_requests += result.requests
+        self.batches += 1
+        self.last_ack_at = now
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "indexed": self.indexed,
+            "superseded": self.superseded,
+            "deadlettered": self.deadlettered,
+            "deadletter_index_refused": self.deadletter_index_refused,
+            "retries": self.retries,
+            "bulk_requests": self.bulk_requests,
+            "messages": self.messages,
+            "commits": self.commits,
+            "commit_failures": self.commit_failures,
+            "pauses": self.pauses,
+        }
+
+
+class SinkWorker:
+    """Run with `run()`; stop from a signal handler or another thread with `request_stop()`."""
+
+    def __init__(self, kafka: KafkaSettings, es: ElasticsearchSettings, sink: SinkSettings) -> None:
+        self.kafka = kafka
+        self.es = es
+        self.sink = sink
+        self.documents = Documents(es.index_prefix, sink.deadletter_original_max_chars)
+        self.stats = SinkStats()
+        self._stop = threading.Event()
+        self._abort = threading.Event()
+        self._decoders = {
+            kafka.topic(sink.enriched_topic): self.documents.enriched,
+            kafka.topic(sink.aggregates_topic): self.documents.aggregate,
+            kafka.topic(sink.deadletter_topic): self.documents.deadletter,
+        }
+        self._ledger = OffsetLedger()
+        self._builder = BatchBuilder(sink.batch_max_docs, sink.batch_max_bytes, sink.flush_interval_ms / 1000)
+        self._in_flight: dict[Future[BatchResult], Batch] = {}
+        self._pending_bytes = 0
+        self._paused = False
+        self._consumer: Any = None
+        self._writer: BulkWriter | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def topics(self) -> list[str]:
+        return list(self._decoders)
+
+    def request_stop(self) -> None:
+        """First call: finish gracefully. Second call: abort retries and leave now (nothing is lost:
+        what was not acknowledged is not committed)."""
+        if self._stop.is_set():
+            self._abort.set()
+        self._stop.set()
+
+    # -- setup
+
+    def _consumer_config(self) -> dict[str, Any]:
+        static = {"group.instance.id": self.sink.group_instance_id} if self.sink.group_instance_id else {}
+        return self.kafka.confluent_config() | static | {
+            "group.id": self.sink.group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": self.sink.auto_offset_reset,
+            "receive.message.max.bytes": self.kafka.receive_message_max_bytes,
+            "queued.max.messages.kbytes": self.sink.consumer_queue_max_kbytes,
+            "session.timeout.ms": self.sink.session_timeout_ms,
+        }
+
+    def _producer_config(self) -> dict[str, Any]:
+        return self.kafka.confluent_config() | {
+            "acks": "all",
+            "enable.idempotence": True,
+            "compression.type": "lz4",
+            "linger.ms": 5,
+        }
+
+    # -- the loop
+
+    def run(self, stop_when_idle_s: float | None = None, stop_after_docs: int | None = None) -> SinkStats:
+        """Consume until stopped, idle for `stop_when_idle_s`, or `stop_after_docs` documents are done."""
+        self._consumer = Consumer(self._consumer_config())
+        producer = Producer(self._producer_config())
+        client = make_client(self.es, self.sink)
+        self._pool = ThreadPoolExecutor(self.sink.max_in_flight_requests, thread_name_prefix="sink-bulk")
+        self._writer = BulkWriter(
+            client,
+            producer,
+            self.documents,
+            self.sink,
+            self.kafka.topic(self.sink.sink_deadletter_topic),
+            self._abort,
+        )
+        self._consumer.subscribe(
+            self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        log.info("sink started", topics=self.topics, group_id=self.sink.group_id, elasticsearch=self.es.url)
+        try:
+            self._loop(stop_when_idle_s, stop_after_docs)
+            self._drain()
+        finally:
+            self._abort.set()
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._consumer.close()
+            producer.flush(10)
+            client.close()
+            log.info("sink stopped", **self.stats.as_dict())
+        return self.stats
+
+    def _loop(self, stop_when_idle_s: float | None, stop_after_docs: int | None) -> None:
+        timeout_s = self.sink.consume_timeout_ms / 1000
+        last_busy = time.monotonic()  # last moment with input or work in progress
+        next_report = last_busy + self.sink.stats_interval_s
+        while not self._stop.is_set():
+            self._reap()
+            self._apply_backpressure()
+            messages = self._consumer.consume(self.sink.consume_max_messages, timeout_s)
+            now = time.monotonic()
+            for message in messages:
+                self._accept(message, now)
+            if messages:
+                last_busy = now
+            due = self._builder.due(now)
+            if due is not None:
+                self._submit(due)
+            if now >= next_report:
+                self._report(now)
+                next_report = now + self.sink.stats_interval_s
+            if not self._idle():
+                last_busy = now
+                continue
+            if stop_after_docs is not None and self.stats.done >= stop_after_docs:
+                log.info("sink reached its document target", docs=self.stats.done)
+                return
+            if stop_when_idle_s is not None and now - last_busy >= stop_when_idle_s:
+                log.info("sink idle, stopping", idle_s=round(now - last_busy, 1))
+                return
+
+    def _idle(self) -> bool:
+        return not self._in_flight and not self._builder.open_items and self._ledger.idle()
+
+    def _accept(self, message: Any, now: float) -> None:
+        error = message.error()
+        if error is not None:
+            log.warning("consumer error", error=str(error))
+            return
+        topic = message.topic()
+        ts_type, ts_ms = message.timestamp()
+        origin = Origin(
+            topic,
+            message.partition(),
+            message.offset(),
+            None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts_ms,
+        )
+        decoded: Decoded = self._decoders[topic](message.value(), origin)
+        self.stats.messages += 1
+        if self.stats.first_message_at is None:
+            self.stats.first_message_at = now
+        self._ledger.read(origin.partition_key, origin.offset, len(decoded.docs) + len(decoded.failures))
+        items: list[Doc | Failure] = [*decoded.docs, *decoded.failures]
+        for item in items:
+            self._pending_bytes += item.nbytes
+            for batch in self._builder.add(item, now):
+                self._submit(batch)
+        if not decoded.docs and not decoded.failures:
+            self._commit()  # e.g. an empty array: nothing to write, the offset moves on
+
+    def _submit(self, batch: Batch) -> None:
+        assert self._pool is not None and self._writer is not None
+        self._in_flight[self._pool.submit(self._writer.write, batch)] = batch
+
+    def _reap(self) -> None:
+        """Account for finished batches, then commit what they completed."""
+        finished = [f for f in self._in_flight if f.done()]
+        if not finished:
+            return
+        now = time.monotonic()
+        for future in finished:
+            batch = self._in_flight.pop(future)
+            self._pending_bytes -= batch.nbytes
+            if future.cancelled():
+                continue
+            result = future.result()  # a bug in the writer stops the sink here, before any commit
+            for (tp, offset), count in result.acked.items():
+                self._ledger.ack(tp, offset, count)
+            self.stats.add(result, now)
+        self._commit()
+
+    def _commit(self) -> None:
+        positions = self._ledger.committable()
+        if not positions:
+            return
+        offsets = [
+            TopicPartition(topic, partition, offset) for (topic, partition), offset in positions.items()
+        ]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:  # e.g. during a rebalance; the same positions are retried next time
+            self.stats.commit_failures += 1
+            log.warning("offset commit failed, will retry", error=str(exc))
+            return
+        self._ledger.committed(positions)
+        self.stats.commits += 1
+
+    def _apply_backpressure(self) -> None:
+        assert self._writer is not None
+        limit = self.sink.max_pending_bytes
+        crowded = len(self._in_flight) > 2 * self.sink.max_in_flight_requests
+        if not self._paused and (self._pending_bytes >= limit or crowded or self._writer.failing):
+            assignment = self._consumer.assignment()
+            if assignment:
+                self._consumer.pause(assignment)
+                self._paused = True
+                self.stats.pauses += 1
+                log.info(
+                    "consumption paused",
+                    pending_bytes=self._pending_bytes,
+                    in_flight=len(self._in_flight),
+                    elasticsearch_failing=self._writer.failing,
+                )
+        elif self._paused and self._pending_bytes <= limit // 2 and not crowded and not self._writer.failing:
+            self._consumer.resume(self._consumer.assignment())
+            self._paused = False
+            log.info("consumption resumed", pending_bytes=self._pending_bytes)
+
+    def _drain(self) -> None:
+        """Flush the open batch and wait for in-flight ones, then commit what they completed."""
+        batch = self._builder.flush()
+        if batch is not None:
+            self._submit(batch)
+        deadline = time.monotonic() + self.sink.shutdown_timeout_s
+        if self._in_flight:
+            log.info("sink draining", in_flight=len(self._in_flight), timeout_s=self.sink.shutdown_timeout_s)
+        while self._in_flight:
+            if time.monotonic() >= deadline and not self._abort.is_set():
+                log.warning("shutdown grace period over: unfinished batches stay uncommitted")
+                self._abort.set()
+            wait_futures(list(self._in_flight), timeout=0.2)
+            self._reap()
+        self._commit()
+
+    def _report(self, now: float) -> None:
+        elapsed = now - (self.stats.first_message_at or self.stats.started_at)
+        assert self._writer is not None
+        log.info(
+            "sink progress",
+            docs_per_s=round(self.stats.done / elapsed) if elapsed > 0 else 0,
+            pending_bytes=self._pending_bytes,
+            in_flight=len(self._in_flight),
+            paused=self._paused,
+            elasticsearch_failing=self._writer.failing,
+            **self.stats.as_dict(),
+        )
+
+    # -- rebalances (called by the consumer, on this thread, inside consume())
+
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._paused = False  # a new assignment starts unpaused; backpressure re-applies on the next turn
+        log.info("partitions assigned", partitions=[f"{p.topic}[{p.partition}]" for p in partitions])
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._reap()  # commit what is already written while the partitions are still ours
+        self._forget(partitions, "revoked")
+
+    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._forget(partitions, "lost")
+
+    def _forget(self, partitions: list[TopicPartition], why: str) -> None:
+        tps = {(p.topic, p.partition) for p in partitions}
+        self._pending_bytes -= self._builder.drop(tps)
+        self._ledger.drop(tps)
+        self._paused = False
+        log.info(f"partitions {why}", partitions=sorted(f"{t}[{p}]" for t, p in tps))
