@@ -1,0 +1,93 @@
+"""Settings of the producer library and of `callstream ingest`. Environment prefix `CALLSTREAM_PRODUCER_`.
+
+Connection details (bootstrap servers, SASL, TLS, client id) stay in `callstream.settings.KafkaSettings`;
+this object holds what is specific to publishing raw call events: buffering, batching, the spool
+and the privacy rules.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from callstream.settings import KafkaSettings
+from producers.contract import MAX_ERROR_MESSAGE_CHARS
+
+Compression = Literal["lz4", "zstd", "gzip", "snappy", "none"]
+
+
+class ProducerSettings(BaseSettings):
+    """How raw call events are buffered, batched, spooled and published."""
+
+    model_config = SettingsConfigDict(env_prefix="CALLSTREAM_PRODUCER_", extra="ignore")
+
+    # Caller side: a bounded in-memory queue; when it is full, events go to the spool instead.
+    queue_max_events: int = Field(default=50_000, ge=1)
+    # Background thread: how long it waits to fill a batch (a JSON array = one Kafka message).
+    linger_ms: float = Field(default=100.0, ge=0)
+    batch_max_events: int = Field(default=500, ge=1)
+    # Uncompressed JSON size of one message; brokers reject messages over about 1 MB.
+    batch_max_bytes: int = Field(default=900_000, ge=1_000, le=1_000_000)
+    compression: Compression = "lz4"
+    # librdkafka: its own linger, how long a message may wait for an acknowledgement before it counts
+    # as failed (and goes to the spool), and the cap of its reconnect backoff.
+    kafka_linger_ms: int = Field(default=5, ge=0)
+    delivery_timeout_ms: int = Field(default=30_000, ge=1_000)
+    reconnect_backoff_max_ms: int = Field(default=2_000, ge=10)
+    # Any other librdkafka property, e.g. {"queue.buffering.max.kbytes": "65536"} (JSON in the env var).
+    librdkafka_overrides: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    # Topic override; default is KafkaSettings().topic(callstream.topics.RAW).
+    topic: str | None = None
+    deadletter_topic: str | None = None
+
+    # Durable spool for events Kafka could not take (unreachable broker, full queue, shutdown).
+    spool_dir: Path = Path(".callstream/spool")
+    spool_max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
+    spool_segment_max_bytes: int = Field(default=4 * 1024 * 1024, ge=4096)
+    spool_fsync: bool = False  # fsync every write: survives power loss, costs a disk flush per batch
+    spool_retry_interval_ms: int = Field(default=2_000, ge=10)
+    close_timeout_ms: int = Field(default=10_000, ge=0)
+
+    # Privacy and size: prompts and responses stay out unless enabled; metadata is capped.
+    record_bodies: bool = False
+    body_max_chars: int = Field(default=2_000, ge=0)
+    metadata_max_bytes: int = Field(default=4_096, ge=64)
+    metadata_value_max_chars: int = Field(default=512, ge=16)
+    error_message_max_chars: int = Field(default=500, ge=16, le=MAX_ERROR_MESSAGE_CHARS)
+
+    # Stamped on every event recorded by this process unless the call sets its own.
+    service_name: str | None = None
+    environment: str | None = None
+
+    @model_validator(mode="after")
+    def _segment_within_spool(self) -> ProducerSettings:
+        if self.spool_max_bytes and self.spool_segment_max_bytes > self.spool_max_bytes:
+            self.spool_segment_max_bytes = max(4096, self.spool_max_bytes)
+        return self
+
+    def confluent_config(self, kafka: KafkaSettings) -> dict[str, Any]:
+        """librdkafka producer properties: connection from KafkaSettings, delivery guarantees from here."""
+        conf: dict[str, Any] = kafka.confluent_config() | {
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": self.compression,
+            "linger.ms": self.kafka_linger_ms,
+            "message.timeout.ms": self.delivery_timeout_ms,
+            "reconnect.backoff.max.ms": self.reconnect_backoff_max_ms,
+            "message.max.bytes": max(1_000_000, self.batch_max_bytes + 10_000),
+        }
+        conf.update(self.librdkafka_overrides)
+        return conf
+
+    def raw_topic(self, kafka: KafkaSettings) -> str:
+        from callstream.topics import RAW
+
+        return self.topic or kafka.topic(RAW)
+
+    def deadletter_topic_name(self, kafka: KafkaSettings) -> str:
+        from callstream.topics import DEADLETTER
+
+        return self.deadletter_topic or kafka.topic(DEADLETTER)
