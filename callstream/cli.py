@@ -9,7 +9,9 @@ import typer
 from callstream import logs
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks, each against a baseline measured in the same run.")
+bench_app = typer.Typer(
+    no_args_is_help=True, help="Benchmarks, each against a baseline measured in the same run."
+)
 
 # (module, attribute, command name): each stage owns its commands; imported lazily so that
 # `callstream --help` stays fast and one stage's missing optional dependency breaks only its own command.
@@ -43,3 +45,7 @@ def main() -> None:
     logs.configure()
     _register()
     app()
+
+
+if __name__ == "__main__":
+    main()
