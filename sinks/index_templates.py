@@ -77,6 +77,7 @@ CALLS_PROPERTIES: dict[str, Any] = {
     "input_cost_usd": NANO_DOLLARS,
     "output_cost_usd": NANO_DOLLARS,
     "cost_per_token_usd": DOUBLE,  # a price, not an amount: far below a nano-dollar
+    "cost_pico": LONG,  # exact integer pico-dollars, for sums that must reconcile
     "time_bucket": DATE,
     # A malformed address from a caller's metadata must not cost the whole event.
     "client_ip": {"type": "ip", "ignore_malformed": True},

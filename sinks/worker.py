@@ -117,15 +117,19 @@ class SinkWorker:
 
     def _consumer_config(self) -> dict[str, Any]:
         static = {"group.instance.id": self.sink.group_instance_id} if self.sink.group_instance_id else {}
-        return self.kafka.confluent_config() | static | {
-            "group.id": self.sink.group_id,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": self.sink.auto_offset_reset,
-            "receive.message.max.bytes": self.kafka.receive_message_max_bytes,
-            "queued.max.messages.kbytes": self.sink.consumer_queue_max_kbytes,
-            "session.timeout.ms": self.sink.session_timeout_ms,
-        }
+        return (
+            self.kafka.confluent_config()
+            | static
+            | {
+                "group.id": self.sink.group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": self.sink.auto_offset_reset,
+                "receive.message.max.bytes": self.kafka.receive_message_max_bytes,
+                "queued.max.messages.kbytes": self.sink.consumer_queue_max_kbytes,
+                "session.timeout.ms": self.sink.session_timeout_ms,
+            }
+        )
 
     def _producer_config(self) -> dict[str, Any]:
         return self.kafka.confluent_config() | {

@@ -1,0 +1,84 @@
+"""The index mappings must accept every field the contracts publish, with a fitting type."""
+
+from __future__ import annotations
+
+import typing
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from callstream.settings import ElasticsearchSettings
+from sinks import index_templates as it
+from sinks.settings import SinkSettings
+from streams.contract import DeadLetter, EnrichedCallEvent, LatencySummary, TokenSums, WindowAggregate
+
+
+def _fields(model: type[BaseModel]) -> set[str]:
+    return set(model.model_fields)
+
+
+@pytest.mark.parametrize(
+    ("model", "properties"),
+    [
+        (EnrichedCallEvent, it.CALLS_PROPERTIES),
+        (WindowAggregate, it.AGGREGATES_PROPERTIES),
+        (DeadLetter, it.DEADLETTER_PROPERTIES),
+    ],
+)
+def test_every_contract_field_is_mapped(model: type[BaseModel], properties: dict[str, Any]) -> None:
+    missing = _fields(model) - set(properties)
+    assert not missing, (
+        f"{model.__name__} fields without a mapping (strict mappings would refuse them): {missing}"
+    )
+
+
+def test_nested_aggregate_objects_are_mapped() -> None:
+    assert set(it.AGGREGATES_PROPERTIES["tokens"]["properties"]) == _fields(TokenSums)
+    assert set(it.AGGREGATES_PROPERTIES["latency_ms"]["properties"]) == _fields(LatencySummary)
+
+
+def test_types_fit_the_contract() -> None:
+    hints = typing.get_type_hints(EnrichedCallEvent)
+    integer_types = {"short", "integer", "long"}
+    for name, mapping in it.CALLS_PROPERTIES.items():
+        hint = hints[name]
+        base = {a for a in typing.get_args(hint) if a is not type(None)} or {hint}
+        if base == {int}:
+            assert mapping["type"] in integer_types, name
+        elif base == {float}:
+            assert mapping["type"] in {"float", "double", "scaled_float"}, name
+        elif base == {bool}:
+            assert mapping["type"] == "boolean", name
+    for money in ("cost_usd", "input_cost_usd", "output_cost_usd", "reported_cost_usd"):
+        assert it.CALLS_PROPERTIES[money] == {"type": "scaled_float", "scaling_factor": 1_000_000_000}
+    assert it.AGGREGATES_PROPERTIES["cost_usd"]["type"] == "scaled_float"
+    assert it.AGGREGATES_PROPERTIES["latency_sketch"] == {"type": "object", "enabled": False}
+    assert it.CALLS_PROPERTIES["event_time"]["type"] == "date"
+
+
+def test_templates_cover_every_index_family_with_strict_mappings() -> None:
+    templates = it.templates(ElasticsearchSettings(index_prefix="cs"), SinkSettings())
+    patterns = {p for body in templates.values() for p in body["index_patterns"]}
+    assert patterns == {
+        "cs-calls-*",
+        "cs-aggregates-*",
+        "cs-deadletter-*",
+        "cs-sink-deadletter-*",
+        "cs-alerts-*",
+    }
+    for name, body in templates.items():
+        dynamic = body["template"]["mappings"]["dynamic"]
+        assert dynamic == ("strict" if name != "cs-alerts" else False)
+    calls = templates["cs-calls"]["template"]
+    assert calls["aliases"] == {"cs-calls-failed": {"filter": {"term": {"request_status": "error"}}}}
+
+
+def test_retention_has_a_policy_per_template() -> None:
+    es = ElasticsearchSettings(index_prefix="cs")
+    sink = SinkSettings(calls_retention_days=7)
+    days = it.retention_days(es, sink)
+    assert set(it.templates(es, sink)) <= set(days)
+    assert days["cs-calls"] == 7
+    assert it.ilm_policy(7)["phases"]["delete"]["min_age"] == "7d"
+    assert "rollover" not in str(it.ilm_policy(7))
