@@ -295,22 +295,27 @@ def _check(response: httpx.Response, what: str) -> None:
         raise ProvisionError(f"{what}: HTTP {response.status_code}: {response.text[:1000]}")
 
 
-def provision(kibana: KibanaSettings, alerts: AlertSettings, index_prefix: str) -> dict[str, Any]:
-    with kibana.client() as client:
-        wait_until_available(client, kibana.ready_timeout_s)
-        imported = import_saved_objects(client, saved_objects_ndjson())
-        available = [c for c in connectors(alerts) if upsert_connector(client, c)]
-        rules = {}
-        for rule_id, rule in rule_files().items():
-            body = with_actions(with_index_prefix(rule, index_prefix), available, alerts)
-            rules[rule_id] = upsert_rule(client, rule_id, body)
+def provision(
+    client: httpx.Client, alerts: AlertSettings, index_prefix: str, ready_timeout_s: float
+) -> dict[str, Any]:
+    wait_until_available(client, ready_timeout_s)
+    imported = import_saved_objects(client, saved_objects_ndjson())
+    available = [c for c in connectors(alerts) if upsert_connector(client, c)]
+    rules = {}
+    for rule_id, rule in rule_files().items():
+        body = with_actions(with_index_prefix(rule, index_prefix), available, alerts)
+        rules[rule_id] = upsert_rule(client, rule_id, body)
     return {"saved_objects": imported, "connectors": [c.id for c in available], "rules": rules}
 
 
 def main() -> None:
     logs.configure()
     try:
-        summary = provision(KibanaSettings(), AlertSettings(), ElasticsearchSettings().index_prefix)
+        kibana = KibanaSettings()
+        with kibana.client() as client:
+            summary = provision(
+                client, AlertSettings(), ElasticsearchSettings().index_prefix, kibana.ready_timeout_s
+            )
     except (ProvisionError, httpx.HTTPError, ValueError) as exc:
         log.error("Kibana provisioning failed", error=str(exc))
         sys.exit(1)
