@@ -37,7 +37,7 @@ from producers.contract import describe_validation_error
 from producers.deadletter import dead_letter, encode_dead_letter
 from producers.prepare import Policy, build_event, scrub
 from producers.settings import ProducerSettings
-from producers.spool import KIND_BATCH, KIND_DEADLETTER, KIND_ITEMS, ClaimedSegment, Spool, SpoolRecord
+from producers.spool import KIND_BATCH, KIND_DEADLETTER, KIND_ITEMS, ClaimedSegment, Spool
 
 log = logs.get(__name__)
 
@@ -425,16 +425,15 @@ class KafkaPublisher:
         if segment is None:
             return
         self._drain = drain = _Drain(segment)
+        overflow: list[dict[str, Any]] = []
         for record in segment.records():
-            self._replay(record, drain)
+            if record.kind == KIND_ITEMS:  # queue overflow, validated only now: batch them together
+                overflow.extend(orjson.loads(record.payload))
+            else:
+                self._send(record.kind, record.payload, record.count, drain)
+        self._publish_items(overflow, drain)
         drain.submitted = True
         drain.finish_if_done()
-
-    def _replay(self, record: SpoolRecord, drain: _Drain) -> None:
-        if record.kind == KIND_ITEMS:  # queue overflow: validated only now
-            self._publish_items(orjson.loads(record.payload), drain)
-        else:
-            self._send(record.kind, record.payload, record.count, drain)
 
     def _probe(self) -> bool:
         try:

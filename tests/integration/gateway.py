@@ -34,7 +34,7 @@ USAGE = {
 }
 RESPONSE_SUFFIX = "-2025-04-14"
 STREAM_PIECES = ["Hel", "lo", " world"]
-SLOW_S = 3.0
+SLOW_S = 4.0
 ERRORS = {
     "auth-error": (401, "invalid_api_key", "Incorrect API key provided: {key}."),
     "rate-limit": (429, "rate_limit_exceeded", "Rate limit reached for requests. " + "x" * 2000),

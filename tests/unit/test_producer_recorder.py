@@ -1,0 +1,97 @@
+"""The recorder API: what is recorded for each outcome, and that the caller's result is untouched."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from producers.memory import MemoryPublisher
+from producers.recorder import CallRecorder
+
+
+@pytest.fixture
+def memory() -> MemoryPublisher:
+    return MemoryPublisher()
+
+
+@pytest.fixture
+def recorder(memory: MemoryPublisher) -> CallRecorder:
+    return CallRecorder(memory)
+
+
+def test_context_manager_success(recorder: CallRecorder, memory: MemoryPublisher) -> None:
+    with recorder.call("gpt-4.1", user_id="u1", metadata={"client_ip": "10.0.0.1"}) as call:
+        call.set_usage(input_tokens=100, output_tokens=20, cache_read_input_tokens=40, reasoning_output_tokens=5)
+        call.set(response_model="gpt-4.1-2025-04-14")
+    (event,) = memory.events
+    assert event.event_id == call.event_id
+    assert (event.request_model, event.response_model) == ("gpt-4.1", "gpt-4.1-2025-04-14")
+    assert (event.input_tokens, event.output_tokens) == (100, 20)
+    assert (event.cache_read_input_tokens, event.reasoning_output_tokens) == (40, 5)
+    assert event.status_code == 200 and event.error_type is None
+    assert event.user_id == "u1" and event.metadata == {"client_ip": "10.0.0.1"}
+    assert event.duration_ms >= 0
+
+
+def test_context_manager_reraises_the_same_exception(recorder: CallRecorder, memory: MemoryPublisher) -> None:
+    original = TimeoutError("gateway took too long")
+    with pytest.raises(TimeoutError) as caught, recorder.call("claude-sonnet-4-5"):
+        raise original
+    assert caught.value is original
+    (event,) = memory.events
+    assert (event.error_type, event.status_code, event.error_message) == ("timeout", None, "gateway took too long")
+
+
+def test_decorator_sync_returns_the_result_and_reads_usage(recorder: CallRecorder, memory: MemoryPublisher) -> None:
+    result = object()
+
+    @recorder.recorded(usage=lambda r: {"input_tokens": 7, "output_tokens": 3})
+    def ask(model: str) -> object:
+        return result
+
+    assert ask(model="deepseek-v3.2") is result
+    (event,) = memory.events
+    assert (event.request_model, event.input_tokens, event.output_tokens) == ("deepseek-v3.2", 7, 3)
+
+
+def test_decorator_async_records_exceptions(recorder: CallRecorder, memory: MemoryPublisher) -> None:
+    @recorder.recorded("gemini-2.5-flash")
+    async def ask() -> None:
+        raise ConnectionResetError("peer reset")
+
+    with pytest.raises(ConnectionResetError):
+        asyncio.run(ask())
+    (event,) = memory.events
+    assert (event.request_model, event.error_type) == ("gemini-2.5-flash", "connection_error")
+
+
+def test_failing_usage_extractor_never_hurts_the_caller(recorder: CallRecorder, memory: MemoryPublisher) -> None:
+    @recorder.recorded("m", usage=lambda r: r["missing"])
+    def ask() -> dict[str, int]:
+        return {}
+
+    assert ask() == {}
+    (event,) = memory.events
+    assert event.metadata["callstream.extraction_error"].startswith("KeyError")
+
+
+def test_record_http_error_without_exception(recorder: CallRecorder, memory: MemoryPublisher) -> None:
+    event_id = recorder.record("gpt-4.1", 230.0, status_code=429, error_message="rate limited")
+    (event,) = memory.events
+    assert (event.event_id, event.status_code, event.error_type) == (event_id, 429, "429")
+
+
+def test_invalid_event_is_counted_and_dead_lettered(recorder: CallRecorder, memory: MemoryPublisher) -> None:
+    recorder.record("gpt-4.1", 10.0, input_tokens=5, cache_read_input_tokens=50)
+    assert memory.events == []
+    (letter,) = memory.dead_letters
+    assert letter["stage"] == "producer" and "cache_read_input_tokens" in letter["reason"]
+    assert recorder.stats().invalid == 1
+
+
+def test_defaults_apply_to_every_event(memory: MemoryPublisher) -> None:
+    recorder = CallRecorder(memory, defaults={"service_name": "support-bot", "provider_name": "holysheep"})
+    recorder.record("gpt-4.1", 1.0)
+    (event,) = memory.events
+    assert (event.service_name, event.provider_name) == ("support-bot", "holysheep")
