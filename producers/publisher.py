@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import itertools
+import logging
 import threading
 import time
 from collections import deque
@@ -161,9 +162,12 @@ class KafkaPublisher:
             if self.settings.spool_max_bytes > 0
             else None
         )
-        self._conf = self.settings.confluent_config(self.kafka) | {"error_cb": self._on_error}
+        self._conf = self.settings.confluent_config(self.kafka) | {
+            "error_cb": self._on_error,
+            "logger": logging.getLogger("callstream.librdkafka"),
+        }
         self._factory = producer_factory or _confluent_producer
-        self._producer = self._factory(self._conf)
+        self._producer: Any = self._factory(self._conf)
         self._inflight: dict[int, _Pending] = {}
         self._seq = itertools.count()
         self._available = True
@@ -455,6 +459,7 @@ class KafkaPublisher:
         finally:
             if self._spool is not None:
                 self._spool.close()
+            self._producer = None  # destroys the librdkafka handle: no reconnect attempts after close
 
     def _warn(self, message: str, **fields: Any) -> None:
         """Log the first 10 of each kind of warning, then every 1000th: a dead broker must not flood logs."""

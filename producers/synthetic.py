@@ -111,7 +111,6 @@ def iter_events(
             event_time=event_time,
             request_model=model.name,
             response_model=model.name if status == 200 else None,
-            provider_name="holysheep-gateway",
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             cache_read_input_tokens=cache_read,

@@ -29,8 +29,15 @@ def test_api_keys_are_scrubbed_from_error_messages_and_metadata() -> None:
     policy = Policy(secrets=frozenset({"my-gateway-key-123"}))
     wire = build_event(
         item(
-            error_message="Incorrect API key provided: sk-proj-abc***wxyz; Bearer eyJhbGciOi.x; key my-gateway-key-123",
-            metadata={"Authorization": "Bearer abc", "x-api-key": "k", "note": "url?api_key=zzz&x=1", "plain": "ok"},
+            error_message=(
+                "Incorrect API key provided: sk-proj-abc***wxyz; Bearer eyJhbGciOi.x; key my-gateway-key-123"
+            ),
+            metadata={
+                "Authorization": "Bearer abc",
+                "x-api-key": "k",
+                "note": "url?api_key=zzz&x=1",
+                "plain": "ok",
+            },
         ),
         policy,
     )

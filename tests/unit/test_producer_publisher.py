@@ -136,7 +136,9 @@ def test_unavailable_broker_spools_then_drains(broker: FakeBroker, tmp_path: Pat
     assert not any((tmp_path / "spool").iterdir())
 
 
-def test_events_spooled_at_shutdown_are_delivered_by_the_next_process(broker: FakeBroker, tmp_path: Path) -> None:
+def test_events_spooled_at_shutdown_are_delivered_by_the_next_process(
+    broker: FakeBroker, tmp_path: Path
+) -> None:
     broker.up = False
     first = publisher(broker, tmp_path)
     for i in range(50):

@@ -22,7 +22,9 @@ def recorder(memory: MemoryPublisher) -> CallRecorder:
 
 def test_context_manager_success(recorder: CallRecorder, memory: MemoryPublisher) -> None:
     with recorder.call("gpt-4.1", user_id="u1", metadata={"client_ip": "10.0.0.1"}) as call:
-        call.set_usage(input_tokens=100, output_tokens=20, cache_read_input_tokens=40, reasoning_output_tokens=5)
+        call.set_usage(
+            input_tokens=100, output_tokens=20, cache_read_input_tokens=40, reasoning_output_tokens=5
+        )
         call.set(response_model="gpt-4.1-2025-04-14")
     (event,) = memory.events
     assert event.event_id == call.event_id
@@ -40,10 +42,16 @@ def test_context_manager_reraises_the_same_exception(recorder: CallRecorder, mem
         raise original
     assert caught.value is original
     (event,) = memory.events
-    assert (event.error_type, event.status_code, event.error_message) == ("timeout", None, "gateway took too long")
+    assert (event.error_type, event.status_code, event.error_message) == (
+        "timeout",
+        None,
+        "gateway took too long",
+    )
 
 
-def test_decorator_sync_returns_the_result_and_reads_usage(recorder: CallRecorder, memory: MemoryPublisher) -> None:
+def test_decorator_sync_returns_the_result_and_reads_usage(
+    recorder: CallRecorder, memory: MemoryPublisher
+) -> None:
     result = object()
 
     @recorder.recorded(usage=lambda r: {"input_tokens": 7, "output_tokens": 3})
@@ -66,7 +74,9 @@ def test_decorator_async_records_exceptions(recorder: CallRecorder, memory: Memo
     assert (event.request_model, event.error_type) == ("gemini-2.5-flash", "connection_error")
 
 
-def test_failing_usage_extractor_never_hurts_the_caller(recorder: CallRecorder, memory: MemoryPublisher) -> None:
+def test_failing_usage_extractor_never_hurts_the_caller(
+    recorder: CallRecorder, memory: MemoryPublisher
+) -> None:
     @recorder.recorded("m", usage=lambda r: r["missing"])
     def ask() -> dict[str, int]:
         return {}

@@ -46,7 +46,9 @@ def test_bounded_size_refuses_appends(tmp_path: Path) -> None:
 def test_torn_tail_is_skipped() -> None:
     data = encode_record(KIND_BATCH, b"[1]", 1) + encode_record(KIND_BATCH, b"[2]", 1)
     records, bad = decode_records(data[:-2])
-    assert [r.payload for r in records] == [b"[1]"] and bad == len(data) - 2 - len(encode_record(KIND_BATCH, b"[1]", 1))
+    assert [r.payload for r in records] == [b"[1]"] and bad == len(data) - 2 - len(
+        encode_record(KIND_BATCH, b"[1]", 1)
+    )
 
 
 def test_segment_left_open_by_a_dead_process_is_claimable(tmp_path: Path) -> None:
