@@ -22,6 +22,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def real_es(request: pytest.FixtureRequest) -> Iterator[Any]:
     backend, why = containers.resolve_backend()
+    if not backend:
+        pytest.skip(f"no Docker engine reachable: {why}")
     if backend != "docker":
         pytest.skip(
             "needs a real Elasticsearch (ILM, external versioning), which noida-db lacks: run with "
