@@ -119,12 +119,12 @@ def _model_entries(
         report.unsupported_clauses += 1
         return []
     timeline = _timeline(model.prices, report)
-    if not timeline or any(_token_prices(p) is None for _, p in timeline):
+    if not timeline or any(_token_prices(p, report) is None for _, p in timeline):
         report.not_token_priced += 1
         return []
     entries = []
     for start, model_price in timeline:
-        token_prices = _token_prices(model_price)
+        token_prices = _token_prices(model_price, None)
         assert token_prices is not None
         picos = {name: _pico(value, report) for name, value in token_prices.items() if value is not None}
         entries.append(
@@ -182,25 +182,27 @@ def _timeline(prices: Any, report: ConversionReport) -> list[tuple[date, Any]]:
 _ONE_DAY = date(1970, 1, 2) - EPOCH
 
 
-def _token_prices(model_price: Any) -> dict[str, Decimal | None] | None:
+TOKEN_PRICE_KEYS = {
+    "input": "input_mtok",
+    "output": "output_mtok",
+    "cache_read": "cache_read_mtok",
+    "cache_write": "cache_write_mtok",
+    "reasoning": "output_reasoning_mtok",
+}
+
+
+def _token_prices(model_price: Any, report: ConversionReport | None) -> dict[str, Decimal | None] | None:
     """$/Mtok per token kind (tiered prices: the base tier), or None when not priced per token."""
-    values = {
-        "input": _base(getattr(model_price, "input_mtok", None)),
-        "output": _base(getattr(model_price, "output_mtok", None)),
-        "cache_read": _base(getattr(model_price, "cache_read_mtok", None)),
-        "cache_write": _base(getattr(model_price, "cache_write_mtok", None)),
-        "reasoning": _base(getattr(model_price, "output_reasoning_mtok", None)),
-    }
+    values: dict[str, Decimal | None] = {}
+    for name, key in TOKEN_PRICE_KEYS.items():
+        value = getattr(model_price, key, None)
+        base = getattr(value, "base", None)  # TieredPrices: the price below the first tier
+        if base is not None and report is not None:
+            report.tiered_prices += 1
+        values[name] = base if base is not None else value
     if values["input"] is None and values["output"] is None:
         return None
     return values
-
-
-def _base(value: Any) -> Decimal | None:
-    if value is None:
-        return None
-    base = getattr(value, "base", None)  # TieredPrices
-    return base if base is not None else value
 
 
 def _pico(value: Decimal, report: ConversionReport) -> int:

@@ -524,6 +524,7 @@ def test_genai_dated_tiered_and_off_peak_prices() -> None:
     assert (p.input, p.output) == (pico("0.02"), 0)
     assert catalogue.lookup("acme-image", ms("2026-01-01T00:00:00Z")) is None  # not priced per token
     assert (report.rounded_prices, report.not_token_priced, report.time_of_day_prices) == (2, 1, 1)
+    assert report.tiered_prices == 2
 
 
 def test_genai_provider_gates_follow_genai_prices_resolution() -> None:
