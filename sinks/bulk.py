@@ -73,7 +73,6 @@ class BatchResult:
     superseded: int = 0
     deadlettered: int = 0
     deadletter_index_refused: int = 0
-    retries: int = 0
     requests: int = 0
 
 
@@ -108,6 +107,7 @@ class BulkWriter:
         self._abort = abort
         self._lock = threading.Lock()
         self._backing_off = 0
+        self.retries = 0  # every backoff of every batch so far
         self._random = random.Random()
 
     @property
@@ -157,7 +157,6 @@ class BulkWriter:
                         )
                     continue
                 attempt += 1
-                result.retries += 1
                 self._back_off(
                     attempt, "bulk request failed", docs=len(chunk), status=status, error=str(exc)[:300]
                 )
@@ -170,7 +169,6 @@ class BulkWriter:
             refused += split.rejected
             if split.retry:
                 attempt += 1
-                result.retries += 1
                 self._back_off(attempt, "bulk items to retry", docs=len(split.retry))
                 work.appendleft(split.retry)
             else:
@@ -195,6 +193,7 @@ class BulkWriter:
         log.warning(event, attempt=attempt, retry_in_s=round(delay, 3), **fields)
         with self._lock:
             self._backing_off += 1
+            self.retries += 1
         try:
             self._abort.wait(delay)
         finally:
@@ -227,7 +226,6 @@ class BulkWriter:
         scratch = BatchResult(result.batch)  # dead letters are not counted as indexed documents
         _, refused, complete = self._index(docs, scratch)
         result.requests += scratch.requests
-        result.retries += scratch.retries
         # The dead-letter topic already holds these, so a refusal here is logged, not retried.
         for failure in refused:
             result.deadletter_index_refused += 1

@@ -53,7 +53,7 @@ def run_sink(
 
 def subprocess_command(stop_when_idle_s: float | None = None) -> list[str]:
     """argv to run the sink as a separate process with this interpreter (settings via environment)."""
-    argv = [sys.executable, "-c", "from callstream.cli import main; main()", "sink"]
+    argv = [sys.executable, "-m", "callstream.cli", "sink"]
     if stop_when_idle_s is not None:
         argv += ["--stop-when-idle-s", str(stop_when_idle_s)]
     return argv

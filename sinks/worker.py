@@ -57,7 +57,6 @@ class SinkStats:
         self.superseded += result.superseded
         self.deadlettered += result.deadlettered
         self.deadletter_index_refused += result.deadletter_index_refused
-        self.retries += result.retries
         self.bulk_requests += result.requests
         self.batches += 1
         self.last_ack_at = now
@@ -97,6 +96,7 @@ class SinkWorker:
         self._builder = BatchBuilder(sink.batch_max_docs, sink.batch_max_bytes, sink.flush_interval_ms / 1000)
         self._in_flight: dict[Future[BatchResult], Batch] = {}
         self._pending_bytes = 0
+        self._avg_message_bytes = 0.0
         self._paused = False
         self._consumer: Any = None
         self._writer: BulkWriter | None = None
@@ -168,6 +168,7 @@ class SinkWorker:
             self._consumer.close()
             producer.flush(10)
             client.close()
+            self.stats.retries = self._writer.retries
             log.info("sink stopped", **self.stats.as_dict())
         return self.stats
 
@@ -175,10 +176,11 @@ class SinkWorker:
         timeout_s = self.sink.consume_timeout_ms / 1000
         last_busy = time.monotonic()  # last moment with input or work in progress
         next_report = last_busy + self.sink.stats_interval_s
+        last_report = (last_busy, 0)
         while not self._stop.is_set():
             self._reap()
             self._apply_backpressure()
-            messages = self._consumer.consume(self.sink.consume_max_messages, timeout_s)
+            messages = self._consumer.consume(self._consume_count(), timeout_s)
             now = time.monotonic()
             for message in messages:
                 self._accept(message, now)
@@ -188,7 +190,7 @@ class SinkWorker:
             if due is not None:
                 self._submit(due)
             if now >= next_report:
-                self._report(now)
+                last_report = self._report(now, last_report)
                 next_report = now + self.sink.stats_interval_s
             if not self._idle():
                 last_busy = now
@@ -199,6 +201,14 @@ class SinkWorker:
             if stop_when_idle_s is not None and now - last_busy >= stop_when_idle_s:
                 log.info("sink idle, stopping", idle_s=round(now - last_busy, 1))
                 return
+
+    def _consume_count(self) -> int:
+        """As many messages as the pending budget has room for, judging by the average message so far:
+        backpressure acts between consume calls, so one call must not overshoot it by much."""
+        if self._avg_message_bytes <= 0:
+            return min(self.sink.consume_max_messages, 10)  # sizes unknown yet: start small
+        room = (self.sink.max_pending_bytes - self._pending_bytes) / self._avg_message_bytes
+        return max(1, min(self.sink.consume_max_messages, int(room)))
 
     def _idle(self) -> bool:
         return not self._in_flight and not self._builder.open_items and self._ledger.idle()
@@ -222,10 +232,15 @@ class SinkWorker:
             self.stats.first_message_at = now
         self._ledger.read(origin.partition_key, origin.offset, len(decoded.docs) + len(decoded.failures))
         items: list[Doc | Failure] = [*decoded.docs, *decoded.failures]
+        message_bytes = 0
         for item in items:
-            self._pending_bytes += item.nbytes
+            message_bytes += item.nbytes
             for batch in self._builder.add(item, now):
                 self._submit(batch)
+        self._pending_bytes += message_bytes
+        self._avg_message_bytes += (message_bytes - self._avg_message_bytes) * (
+            0.1 if self._avg_message_bytes else 1
+        )
         if not decoded.docs and not decoded.failures:
             self._commit()  # e.g. an empty array: nothing to write, the offset moves on
 
@@ -303,18 +318,21 @@ class SinkWorker:
             self._reap()
         self._commit()
 
-    def _report(self, now: float) -> None:
-        elapsed = now - (self.stats.first_message_at or self.stats.started_at)
+    def _report(self, now: float, last: tuple[float, int]) -> tuple[float, int]:
+        """One progress line; the rate is over the interval since the previous line."""
         assert self._writer is not None
+        self.stats.retries = self._writer.retries
+        last_at, last_done = last
         log.info(
             "sink progress",
-            docs_per_s=round(self.stats.done / elapsed) if elapsed > 0 else 0,
+            docs_per_s=round((self.stats.done - last_done) / (now - last_at)) if now > last_at else 0,
             pending_bytes=self._pending_bytes,
             in_flight=len(self._in_flight),
             paused=self._paused,
             elasticsearch_failing=self._writer.failing,
             **self.stats.as_dict(),
         )
+        return now, self.stats.done
 
     # -- rebalances (called by the consumer, on this thread, inside consume())
 
