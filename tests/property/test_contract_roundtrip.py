@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from producers.contract import MAX_METADATA_KEYS, RawCallEvent, decode_events, encode_events
 
-text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+text = st.text(st.characters(codec="utf-8"), max_size=40)
 names = text.filter(lambda s: s.strip() != "")
 finite = st.floats(0, 1e9, allow_nan=False, allow_infinity=False)
 offsets = st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
@@ -35,7 +35,7 @@ def raw_events(draw: st.DrawFn) -> RawCallEvent:
         "time_to_first_token_ms": finite,
         "status_code": st.integers(100, 599),
         "error_type": names,
-        "error_message": st.text(st.characters(blacklist_categories=("Cs",)), max_size=200),
+        "error_message": st.text(st.characters(codec="utf-8"), max_size=200),
         "server_address": names,
         "service_name": names,
         "environment": names,
@@ -44,7 +44,7 @@ def raw_events(draw: st.DrawFn) -> RawCallEvent:
         "reported_cost_usd": finite,
     }
     doc: dict[str, Any] = {
-        "event_id": draw(st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=128)),
+        "event_id": draw(st.text(st.characters(codec="utf-8"), min_size=1, max_size=128)),
         "event_time": draw(st.datetimes(datetime(1971, 1, 1), datetime(2100, 1, 1), timezones=offsets)),
         "operation_name": draw(names),
         "request_model": draw(names),
