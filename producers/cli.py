@@ -5,9 +5,17 @@ from __future__ import annotations
 import signal
 import threading
 from datetime import datetime
+from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from callstream import logs, topics
 from callstream.settings import KafkaSettings
@@ -58,6 +66,54 @@ def loadgen(
         raise typer.Exit(1)
 
 
-def ingest() -> None:
-    """Ingest JSON-lines call logs (placeholder, built by the producer work)."""
-    raise typer.Exit(1)
+def ingest(
+    paths: list[Path] = typer.Argument(
+        ..., help="JSON-lines call logs (seed client format or callstream's own)"
+    ),
+    checkpoint: Path = typer.Option(
+        Path(".callstream/ingest.checkpoint.json"), help="Where read positions are kept (resume with no gap)"
+    ),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep following growing (and rotated) files"),
+    line_format: str = typer.Option("auto", "--format", help="auto | seed | callstream"),
+    naive_timezone: str = typer.Option("UTC", help="Zone of timestamps without one: UTC, Asia/Seoul, +09:00"),
+    seed_timestamp: str = typer.Option(
+        "end", help="Seed `timestamp` marks the call's end (default) or start"
+    ),
+    batch_max_events: int = typer.Option(
+        2_000, help="Lines packed into one Kafka message (also capped by bytes)"
+    ),
+    finish_timeout_s: float = typer.Option(
+        60.0, help="How long to wait for Kafka's acknowledgements at the end"
+    ),
+) -> None:
+    """Ingest JSON-lines call logs into the raw topic; bad lines go to the dead-letter topic."""
+    from producers.ingest import Ingestor
+    from producers.seed_format import parse_zone
+
+    if line_format not in ("auto", "seed", "callstream") or seed_timestamp not in ("end", "start"):
+        raise typer.BadParameter("--format must be auto|seed|callstream and --seed-timestamp end|start")
+    missing = [str(p) for p in paths if not p.exists() and not follow]
+    if missing:
+        raise typer.BadParameter(f"no such file: {', '.join(missing)}")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    ingestor = Ingestor(
+        paths,
+        checkpoint,
+        line_format=line_format,  # type: ignore[arg-type]
+        naive_zone=parse_zone(naive_timezone),
+        seed_timestamp=seed_timestamp,  # type: ignore[arg-type]
+        follow=follow,
+        batch_max_events=batch_max_events,
+    )
+    with Progress(
+        TextColumn("ingest"), BarColumn(), DownloadColumn(), TimeElapsedColumn(), transient=False
+    ) as progress:
+        task = progress.add_task("bytes", total=None if follow else ingestor.bytes_remaining())
+        stats = ingestor.run(
+            stop, on_progress=lambda n: progress.advance(task, n), finish_timeout_s=finish_timeout_s
+        )
+    logs.get(__name__).info("ingest done", **vars(stats))
+    if stats.unacknowledged:
+        raise typer.Exit(1)
