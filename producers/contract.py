@@ -36,6 +36,8 @@ from pydantic import (
 SCHEMA_VERSION: Literal[1] = 1
 MAX_ERROR_MESSAGE_CHARS = 2048
 MAX_METADATA_KEYS = 64
+MAX_TOKENS = 10**9  # per call; far above any real context window, far below int64 overflow in sums
+INT64 = 2**63
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
 MetadataValue = str | int | float | bool | None
@@ -44,7 +46,7 @@ MetadataValue = str | int | float | bool | None
 class RawCallEvent(BaseModel):
     """One finished LLM API call: success, HTTP error, timeout or exception alike."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, str_max_length=8192)
+    model_config = ConfigDict(extra="ignore", frozen=True, str_max_length=8192, allow_inf_nan=False)
 
     schema_version: Literal[1] = SCHEMA_VERSION
     event_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] = Field(
@@ -56,11 +58,11 @@ class RawCallEvent(BaseModel):
     provider_name: Name | None = None  # gen_ai.provider.name, when the caller knows it
     request_model: Name  # gen_ai.request.model
     response_model: Name | None = None  # gen_ai.response.model
-    input_tokens: int = Field(default=0, ge=0)
-    output_tokens: int = Field(default=0, ge=0)
-    cache_read_input_tokens: int = Field(default=0, ge=0)
-    cache_creation_input_tokens: int = Field(default=0, ge=0)
-    reasoning_output_tokens: int = Field(default=0, ge=0)
+    input_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
+    output_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
+    cache_read_input_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
+    cache_creation_input_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
+    reasoning_output_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
     duration_ms: float = Field(ge=0, le=86_400_000)
     time_to_first_token_ms: float | None = Field(default=None, ge=0)
     streamed: bool = False
@@ -91,6 +93,9 @@ class RawCallEvent(BaseModel):
     def _bounded_metadata(cls, value: dict[str, MetadataValue]) -> dict[str, MetadataValue]:
         if len(value) > MAX_METADATA_KEYS:
             raise ValueError(f"metadata has {len(value)} keys, at most {MAX_METADATA_KEYS} allowed")
+        for key, item in value.items():
+            if isinstance(item, int) and not -INT64 <= item < INT64:
+                raise ValueError(f"metadata[{key!r}] is outside the signed 64-bit range")
         return value
 
     @model_validator(mode="after")

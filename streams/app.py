@@ -110,12 +110,8 @@ class StreamPipeline:
         self.partials = app.topic(kafka.topic(partials_name), partitions=self.partitions, **raw)
         self.aggregates = app.topic(kafka.topic(topics.AGGREGATES), **raw)
         self.source_name = kafka.topic(source_name)
-        table_options: dict[str, Any] = {
-            "partitions": self.partitions,
-            "key_type": str,
-            "key_serializer": "json",
-            "value_serializer": "raw",
-        }
+        schema = faust.Schema(key_type=str, value_type=bytes, key_serializer="json", value_serializer="raw")
+        table_options: dict[str, Any] = {"partitions": self.partitions, "schema": schema}
         self.stream_times = app.Table("stream-time", **table_options)
         self.dedup_table = app.Table("dedup", **table_options)
         self.windows = app.Table("windows", **table_options)
@@ -243,11 +239,12 @@ class StreamPipeline:
             source, offset = body["src"], body["o"]
             self.window_time_ms = max(self.window_time_ms, body["st"])
             for key, wire in body["w"].items():
-                entry = self._window(key)
+                partial = WindowState.from_wire(wire)
+                entry = self._window(key, partial)
                 if entry.applied.get(source, -1) >= offset:
                     self.counters.partials_skipped += 1
                     continue
-                entry.state.merge(WindowState.from_wire(wire))
+                entry.state.merge(partial)
                 entry.applied[source] = offset
                 entry.version += 1
                 changed.add(key)
@@ -274,17 +271,21 @@ class StreamPipeline:
         self.republish_pending = False
         count = 0
         for key, raw in list(self.windows.items()):
-            if key not in self.window_cache:
+            if raw and key not in self.window_cache:
                 await self._publish(key, WindowEntry.from_bytes(raw))
                 count += 1
         await self.app.producer.flush()
         log.info("windows republished after recovery", windows=count)
 
-    def _window(self, key: str) -> WindowEntry:
+    def _window(self, key: str, first: WindowState) -> WindowEntry:
+        """The window's entry: cached, else recovered from the table, else new (labelled like `first`)."""
         entry = self.window_cache.get(key)
         if entry is None:
             raw = self.windows.get(key)
-            entry = WindowEntry.from_bytes(raw) if raw else WindowEntry(WindowState())
+            if raw:
+                entry = WindowEntry.from_bytes(raw)
+            else:
+                entry = WindowEntry(WindowState(provider=first.provider, model_family=first.model_family))
             self.window_cache[key] = entry
         return entry
 

@@ -121,6 +121,10 @@ class WindowState:
         self.latency_sum_us += other.latency_sum_us
         self.late_events += other.late_events
         self.sketch.merge(other.sketch)
+        if self.provider is None:
+            self.provider = other.provider
+        if self.model_family is None:
+            self.model_family = other.model_family
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -249,11 +253,11 @@ def rollup(
                 window = WindowKey(dimension, names[dimension], size, size_start)
                 target = out.get(window)
                 if target is None:
-                    target = out[window] = WindowState(
-                        provider=state.provider,
-                        model_family=state.model_family if dimension != "provider" else None,
-                    )
+                    target = out[window] = WindowState()
                 target.merge(state)
+    for window, target in out.items():
+        if window.dimension == "provider":
+            target.model_family = None  # a provider's window spans several families
     return out
 
 

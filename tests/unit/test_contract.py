@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
@@ -269,27 +270,16 @@ def test_partition_for_event_id_is_stable_and_in_range() -> None:
     assert set(parts) == set(range(6))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="producers/contract.py: token counts and metadata ints are unbounded; an array message with "
-    "an integer beyond 64 bits passes decode_events but cannot be re-encoded (orjson TypeError), so the "
-    "stream worker would crash on it (poison pill). Proposed fix: bound token fields (e.g. le=10**9) and "
-    "metadata ints to the signed 64-bit range.",
-)
 def test_every_accepted_event_can_be_encoded_again() -> None:
     huge = 2**70
-    value = one([BASE | {"input_tokens": huge}, BASE | {"metadata": {"n": huge}}])
-    valid, _ = decode_events(value)
-    encode_events(valid)  # raises TypeError: Integer exceeds 64-bit range
+    value = json.dumps([BASE | {"input_tokens": huge}, BASE | {"metadata": {"n": huge}}, BASE]).encode()
+    valid, rejected = decode_events(value)
+    # orjson reads the huge metadata integer as a float; the huge token count is rejected.
+    assert len(valid) == 2 and len(rejected) == 1
+    encode_events(valid)
     assert all(e.input_tokens < 2**63 for e in valid)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="producers/contract.py: float fields accept inf/nan (time_to_first_token_ms, reported_cost_usd, "
-    "metadata values), which the JSON wire form turns into null, so a valid event does not survive its own "
-    "roundtrip. Proposed fix: ConfigDict(allow_inf_nan=False) on RawCallEvent.",
-)
 @pytest.mark.parametrize(
     "change",
     [

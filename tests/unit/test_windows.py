@@ -230,14 +230,6 @@ def test_event_time_from_json_strings(pairs: list[tuple[RawCallEvent, dict[str, 
     assert {k: s.to_wire() for k, s in fold_minutes(decoded).items()} == fresh
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="streams/windows.py: WindowState.merge keeps its own provider/model_family even when they are "
-    "None, so merging into an empty WindowState() (as streams/app.py does for every new window: "
-    "WindowEntry(WindowState())) publishes aggregates with provider=None and model_family=None. "
-    "Proposed fix: in merge, `if self.provider is None: self.provider = other.provider` (same for "
-    "model_family), which makes WindowState() an identity for merge.",
-)
 def test_empty_state_is_an_identity_for_merge(pairs: list[tuple[RawCallEvent, dict[str, Any]]]) -> None:
     for window, state in list(rollup(fold_minutes(doc for _, doc in pairs[:200])).items())[:30]:
         empty = WindowState()

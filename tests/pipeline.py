@@ -1,0 +1,186 @@
+"""Helpers for tests that run callstream's workers as separate processes against real servers.
+
+Each test gets its own topic prefix, consumer-group ids and index prefix, so tests sharing one
+server never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, TopicPartition
+
+from callstream import topics
+from callstream.settings import KafkaSettings
+from infra.local_servers import LocalServers, free_port
+from infra.setup import create_topics
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Pipeline:
+    servers: LocalServers
+    prefix: str
+    partitions: int = 6
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    log_dir: Path | None = None
+
+    @property
+    def kafka(self) -> KafkaSettings:
+        return KafkaSettings(bootstrap_servers=self.servers.bootstrap_servers, topic_prefix=self.prefix)
+
+    def topic(self, name: str) -> str:
+        return self.kafka.topic(name)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.servers.env())
+        env.update(
+            {
+                "CALLSTREAM_KAFKA_TOPIC_PREFIX": self.prefix,
+                "CALLSTREAM_ES_INDEX_PREFIX": self.prefix,
+                "CALLSTREAM_STREAM_APP_ID": f"{self.prefix}-stream",
+                "CALLSTREAM_STREAM_PARTITIONS": str(self.partitions),
+                "CALLSTREAM_SINK_GROUP_ID": f"{self.prefix}-sink",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(extra)
+        return env
+
+    def setup(self) -> None:
+        create_topics(self.kafka, self.partitions)
+
+    def start(self, *args: str, name: str = "worker", **env: str) -> subprocess.Popen[bytes]:
+        """Start `callstream ARGS...` as a separate process; its output goes to a log file."""
+        log_dir = self.log_dir or Path("/tmp")
+        log_path = log_dir / f"{self.prefix}-{name}-{len(self.processes)}.log"
+        handle = log_path.open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "callstream.cli", *args],
+            env=self.env(**env),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+        process.log_path = log_path  # type: ignore[attr-defined]
+        self.processes.append(process)
+        return process
+
+    def start_stream_worker(self, **env: str) -> subprocess.Popen[bytes]:
+        return self.start("stream", "--web-port", str(free_port()), name="stream", **env)
+
+    def stop(self, process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout_s: float = 60) -> int:
+        if process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        return process.returncode
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            self.stop(process)
+
+    def logs(self) -> str:
+        out = []
+        for process in self.processes:
+            path: Path = process.log_path  # type: ignore[attr-defined]
+            out.append(f"--- {path} (rc={process.poll()})\n{path.read_text(errors='replace')[-4000:]}")
+        return "\n".join(out)
+
+
+def new_pipeline(servers: LocalServers, tmp_path: Path, partitions: int = 6) -> Pipeline:
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    pipeline = Pipeline(servers, prefix, partitions, log_dir=tmp_path)
+    pipeline.setup()
+    return pipeline
+
+
+def read_topic(kafka: KafkaSettings, topic: str, timeout_s: float = 30) -> list[tuple[bytes | None, bytes]]:
+    """Every message currently in `topic`, from the beginning of each partition up to its end."""
+    consumer = Consumer(
+        kafka.confluent_config()
+        | {
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "receive.message.max.bytes": kafka.receive_message_max_bytes,
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=15).topics[topic]
+        ends: dict[int, int] = {}
+        assignment = []
+        for partition in metadata.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=15)
+            if high > low:
+                ends[partition] = high
+                assignment.append(TopicPartition(topic, partition, low))
+        if not assignment:
+            return []
+        consumer.assign(assignment)
+        out: list[tuple[bytes | None, bytes]] = []
+        deadline = time.monotonic() + timeout_s
+        while ends and time.monotonic() < deadline:
+            for message in consumer.consume(1000, 0.5):
+                if message.error():
+                    continue
+                out.append((message.key(), message.value()))
+                if message.offset() + 1 >= ends.get(message.partition(), 0):
+                    ends.pop(message.partition(), None)
+        if ends:
+            raise TimeoutError(f"did not reach the end of {topic} partitions {sorted(ends)}")
+        return out
+    finally:
+        consumer.close()
+
+
+def latest_aggregates(kafka: KafkaSettings) -> dict[str, dict[str, Any]]:
+    """The newest version of every window aggregate published so far."""
+    latest: dict[str, dict[str, Any]] = {}
+    for _, value in read_topic(kafka, kafka.topic(topics.AGGREGATES)):
+        doc = orjson.loads(value)
+        current = latest.get(doc["doc_id"])
+        if current is None or doc["version"] > current["version"]:
+            latest[doc["doc_id"]] = doc
+    return latest
+
+
+def array_items(kafka: KafkaSettings, topic_name: str) -> list[dict[str, Any]]:
+    """All items of a topic whose messages are JSON arrays (or single objects)."""
+    items: list[dict[str, Any]] = []
+    for _, value in read_topic(kafka, kafka.topic(topic_name)):
+        doc = orjson.loads(value)
+        items.extend(doc if isinstance(doc, list) else [doc])
+    return items
+
+
+def wait_for(
+    condition: Callable[[], Any], timeout_s: float, interval_s: float = 1.0, describe: Callable[[], str] = str
+) -> Any:
+    """Poll until `condition()` is truthy; returns its value or raises with `describe()`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s}s: {describe()}")
+        time.sleep(interval_s)
+
+
+def ids(items: Iterable[dict[str, Any]]) -> list[str]:
+    return [item["event_id"] for item in items]
