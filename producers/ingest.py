@@ -111,6 +111,7 @@ class Ingestor:
         self._retries: list[tuple[_Unit, str, bytes]] = []
         self._last_save = 0.0
         self._dirty = False
+        self._stop = threading.Event()
         self.tailers = [FileTailer(p, self.checkpoint.positions.get(str(p))) for p in self.paths]
 
     def bytes_remaining(self) -> int:
@@ -125,7 +126,7 @@ class Ingestor:
         finish_timeout_s: float = 60.0,
     ) -> IngestStats:
         """Ingest until the input ends (or, when following, until `stop` is set)."""
-        stop = stop or threading.Event()
+        stop = self._stop = stop or threading.Event()
         try:
             while not stop.is_set():
                 progressed = False
@@ -224,8 +225,8 @@ class Ingestor:
         self._units.append(unit)
         for topic, payload in messages:
             self._produce(unit, topic, payload)
-        while len(self._units) > self.max_pending_units:
-            self._service(wait_s=0.1)
+        while len(self._units) > self.max_pending_units and not self._stop.is_set():
+            self._service(wait_s=0.1)  # Kafka is behind (or down): wait, but still obey a stop
 
     def _produce(self, unit: _Unit, topic: str, payload: bytes) -> None:
         def on_delivery(err: Any, _msg: Any) -> None:

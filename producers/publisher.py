@@ -233,9 +233,11 @@ class KafkaPublisher:
             while not self._stopping:
                 self._wake.wait(max(0.001, linger_s))
                 self._wake.clear()
-                self._step()
-        except Exception:  # never die silently: what is queued still gets spooled by _shutdown
-            log.exception("publisher thread failed; spooling what is left")
+                try:
+                    self._step()
+                except Exception:  # a bug or a broken producer must not stop publishing for good
+                    log.exception("publisher step failed; continuing")
+                    time.sleep(min(1.0, max(0.01, linger_s)))
         finally:
             self._shutdown()
 
