@@ -110,8 +110,9 @@ class StreamPipeline:
         self.partials = app.topic(kafka.topic(partials_name), partitions=self.partitions, **raw)
         self.aggregates = app.topic(kafka.topic(topics.AGGREGATES), **raw)
         self.source_name = kafka.topic(source_name)
-        schema = faust.Schema(key_type=str, value_type=bytes, key_serializer="json", value_serializer="raw")
-        table_options: dict[str, Any] = {"partitions": self.partitions, "schema": schema}
+        # value_type=bytes makes faust use the raw codec for the changelog: values come back from
+        # recovery exactly as written (orjson bytes). Keys are strings (json codec).
+        table_options: dict[str, Any] = {"partitions": self.partitions, "key_type": str, "value_type": bytes}
         self.stream_times = app.Table("stream-time", **table_options)
         self.dedup_table = app.Table("dedup", **table_options)
         self.windows = app.Table("windows", **table_options)
