@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.console import Console
 
 from callstream.settings import ElasticsearchSettings, KafkaSettings
 from infra import local_servers
+from infra.demo import DEMO_DATA_DIR, render, run_demo
 from infra.setup import setup
 
 local_app = typer.Typer(no_args_is_help=True, help="Embedded local Kafka + Elasticsearch (noida-db).")
@@ -53,6 +55,14 @@ def setup_command(partitions: int = typer.Option(6, help="Partitions per topic")
     typer.echo("topics and index templates are in place")
 
 
-def demo() -> None:
-    """The main job end to end on the local servers (placeholder)."""
-    raise NotImplementedError
+def demo(
+    events: int = typer.Option(50_000, help="How many synthetic calls to send through the pipeline"),
+    keep_servers: bool = typer.Option(False, help="Leave the local servers running afterwards"),
+    data_dir: Path = typer.Option(DEMO_DATA_DIR, help="Where the demo's local servers keep their data"),
+) -> None:
+    """The main job end to end: local servers, load generator, stream and sink workers, per-model table."""
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=120)  # the table is wider than a pipe's default 80 columns
+    report = run_demo(events=events, keep_servers=keep_servers, data_dir=data_dir, console=console)
+    render(report, console)

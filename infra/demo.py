@@ -1,0 +1,221 @@
+"""`callstream demo`: the main job end to end on embedded local servers.
+
+Local Kafka + Elasticsearch up, topics and templates, a stream worker and a sink worker as
+separate processes, synthetic traffic through the load generator, then a per-model table read
+back from Elasticsearch. Everything it starts, it stops (the servers too, unless asked to keep them).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from callstream import topics
+from callstream.settings import ElasticsearchSettings, KafkaSettings
+from infra import local_servers
+from infra.setup import setup
+from producers import synthetic
+from producers.loadgen import publish
+
+DEMO_DATA_DIR = Path(".callstream/demo")
+
+
+@dataclass
+class ModelRow:
+    requests: int = 0
+    errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    unpriced: int = 0
+    p95_ms: list[float] = field(default_factory=list)
+
+
+@dataclass
+class DemoReport:
+    events: int
+    invalid: int
+    wall_s: float
+    call_docs: int
+    aggregate_docs: int
+    deadletter_docs: int
+    models: dict[str, ModelRow]
+
+
+def _count(es: Any, index: str) -> int:
+    try:
+        es.indices.refresh(index=index)
+        return int(es.count(index=index)["count"])
+    except Exception:  # index not created yet
+        return 0
+
+
+def _model_rows(es: Any, prefix: str) -> dict[str, ModelRow]:
+    """Per-model totals from the daily aggregate documents (one per model and day)."""
+    index = f"{prefix}-aggregates-1d-*"
+    es.indices.refresh(index=index)
+    hits = es.search(
+        index=index,
+        query={"bool": {"filter": [{"term": {"dimension": "model"}}, {"term": {"window_size": "1d"}}]}},
+        size=10_000,
+    )["hits"]["hits"]
+    rows: dict[str, ModelRow] = defaultdict(ModelRow)
+    for hit in hits:
+        doc = hit["_source"]
+        row = rows[doc["key"]]
+        row.requests += doc["requests"]
+        row.errors += doc["errors"]
+        row.input_tokens += doc["tokens"]["input"]
+        row.output_tokens += doc["tokens"]["output"]
+        row.cost_usd += doc["cost_usd"]
+        row.unpriced += doc["unpriced_requests"]
+        if doc["latency_ms"]["p95"] is not None:
+            row.p95_ms.append(doc["latency_ms"]["p95"])
+    return dict(rows)
+
+
+def _start_worker(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    handle = log_path.open("wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "callstream.cli", *args], env=env, stdout=handle, stderr=subprocess.STDOUT
+    )
+
+
+def _stop(process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_demo(
+    events: int = 50_000,
+    keep_servers: bool = False,
+    data_dir: Path = DEMO_DATA_DIR,
+    timeout_s: float = 600,
+    console: Console | None = None,
+) -> DemoReport:
+    console = console or Console(stderr=True)
+    started = time.monotonic()
+    srv = local_servers.up(data_dir, local_servers.free_port(), local_servers.free_port(), fresh=True)
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        kafka = KafkaSettings(bootstrap_servers=srv.bootstrap_servers)
+        es_settings = ElasticsearchSettings(url=srv.es_url)
+        setup(kafka, es_settings)
+        env = dict(os.environ) | srv.env() | {"PYTHONUNBUFFERED": "1"}
+        log_dir = srv.data_dir / "logs"
+        log_dir.mkdir(exist_ok=True)
+        workers.append(
+            _start_worker(
+                ["stream", "--web-port", str(local_servers.free_port())], env, log_dir / "stream.log"
+            )
+        )
+        workers.append(_start_worker(["sink"], env, log_dir / "sink.log"))
+        console.print(f"[bold]workers[/] stream and sink started; logs in {log_dir}")
+
+        invalid = [bad for bad, _ in synthetic.invalid_inputs()]
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
+            produced = progress.add_task("loadgen: events to Kafka", total=events)
+            report = publish(
+                kafka,
+                kafka.topic(topics.RAW),
+                synthetic.iter_events(events, seed=int(time.time())),
+                on_progress=lambda n: progress.advance(produced, n),
+            )
+            publish(kafka, kafka.topic(topics.RAW), invalid)
+            if report.failed_messages:
+                raise RuntimeError(
+                    f"{report.failed_messages} messages were not delivered: {report.errors[:3]}"
+                )
+            indexed = progress.add_task("stream + sink: documents in Elasticsearch", total=events)
+            es = es_settings.client()
+            deadline = time.monotonic() + timeout_s
+            while True:
+                done = _count(es, f"{es_settings.index_prefix}-calls-*")
+                progress.update(indexed, completed=done)
+                rows = _model_rows(es, es_settings.index_prefix) if done >= events else {}
+                if done >= events and sum(r.requests for r in rows.values()) >= events:
+                    break
+                for worker in workers:
+                    if worker.poll() is not None:
+                        raise RuntimeError(f"a worker exited early (rc={worker.returncode}); see {log_dir}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"only {done}/{events} documents after {timeout_s}s; see {log_dir}")
+                time.sleep(0.5)
+        prefix = es_settings.index_prefix
+        result = DemoReport(
+            events=events,
+            invalid=len(invalid),
+            wall_s=time.monotonic() - started,
+            call_docs=_count(es, f"{prefix}-calls-*"),
+            aggregate_docs=_count(es, f"{prefix}-aggregates-*"),
+            deadletter_docs=_count(es, f"{prefix}-deadletter-*"),
+            models=rows,
+        )
+        es.close()
+        return result
+    finally:
+        for worker in workers:
+            _stop(worker)
+        if keep_servers:
+            console.print("[bold]servers kept running[/]; point callstream at them with:")
+            for key, value in srv.env().items():
+                console.print(f"  export {key}={value}")
+            console.print(f"stop them with: callstream local down --data-dir {srv.data_dir}")
+        else:
+            local_servers.down(srv.data_dir)
+            console.print("local servers stopped")
+
+
+def render(report: DemoReport, console: Console) -> None:
+    table = Table(title="LLM calls per model (read back from Elasticsearch)")
+    for column in (
+        "model",
+        "requests",
+        "error rate",
+        "input tokens",
+        "output tokens",
+        "cost (USD)",
+        "p95 ms",
+    ):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for model, row in sorted(report.models.items(), key=lambda kv: -kv[1].requests):
+        cost = "unpriced" if row.unpriced == row.requests else f"{row.cost_usd:,.4f}"
+        p95 = f"{max(row.p95_ms):,.0f}" if row.p95_ms else "-"
+        table.add_row(
+            model,
+            f"{row.requests:,}",
+            f"{row.errors / row.requests:.2%}",
+            f"{row.input_tokens:,}",
+            f"{row.output_tokens:,}",
+            cost,
+            p95,
+        )
+    console.print(table)
+    console.print(
+        f"{report.events:,} events + {report.invalid} invalid inputs in {report.wall_s:.1f} s wall "
+        f"({report.events / report.wall_s:,.0f} events/s end to end); documents written: "
+        f"{report.call_docs:,} calls, {report.aggregate_docs:,} window aggregates, "
+        f"{report.deadletter_docs} dead letters"
+    )
