@@ -21,6 +21,7 @@ COMMANDS = [
     ("producers.cli", "loadgen", "loadgen"),
     ("producers.cli", "ingest", "ingest"),
     ("streams.cli", "stream_command", "stream"),
+    ("streams.cli", "replay_command", "replay"),
     ("sinks.cli", "sink_command", "sink"),
 ]
 GROUPS = [("infra.cli", "local_app", "local")]

@@ -15,7 +15,8 @@ ENRICHED = "calls.enriched"
 LATE = "calls.late"
 """Enriched events that arrived after their window's grace period (still applied as corrections)."""
 REPLAY = "calls.replay"
-"""Raw events re-fed for reprocessing history (same format as RAW)."""
+"""Raw events re-fed for reprocessing history (same format as RAW), one topic per replay
+generation: `calls.replay.g<generation>` (see replay_topic)."""
 AGGREGATE_PARTIALS = "aggregates.partials"
 """Per-batch partial window aggregates keyed by window, merged by the window agent."""
 AGGREGATES = "aggregates"
@@ -26,6 +27,14 @@ SINK_DEADLETTER = "sink.deadletter"
 DAY_MS = 24 * 3600 * 1000
 
 
+def replay_topic(generation: int) -> str:
+    return f"{REPLAY}.g{generation}"
+
+
+def replay_partials_topic(generation: int) -> str:
+    return f"{AGGREGATE_PARTIALS}.g{generation}"
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
@@ -33,12 +42,22 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
 
+LONG_RETENTION = {"retention.ms": str(30 * DAY_MS)}
+
+
+def replay_topic_specs(settings: KafkaSettings, generation: int, partitions: int = 6) -> list[TopicSpec]:
+    """The topics a replay generation reads and merges through."""
+    return [
+        TopicSpec(settings.topic(replay_topic(generation)), partitions, LONG_RETENTION),
+        TopicSpec(settings.topic(replay_partials_topic(generation)), partitions, LONG_RETENTION),
+    ]
+
+
 def topic_specs(settings: KafkaSettings, partitions: int = 6) -> list[TopicSpec]:
     """Topics to create. Raw topics keep long retention so backfills of old logs are not expired."""
-    long_retention = {"retention.ms": str(30 * DAY_MS)}
+    long_retention = LONG_RETENTION
     return [
         TopicSpec(settings.topic(RAW), partitions, long_retention),
-        TopicSpec(settings.topic(REPLAY), partitions, long_retention),
         TopicSpec(settings.topic(DEADLETTER), 3, long_retention),
         TopicSpec(settings.topic(ENRICHED), partitions, long_retention),
         TopicSpec(settings.topic(LATE), partitions, long_retention),

@@ -6,17 +6,23 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from callstream import logs
 from callstream.settings import ElasticsearchSettings, KafkaSettings
-from callstream.topics import topic_specs
+from callstream.topics import TopicSpec, topic_specs
 from sinks import index_templates
 
 log = logs.get(__name__)
 
 
-def create_topics(settings: KafkaSettings, partitions: int = 6, replication_factor: int = 1) -> list[str]:
+def create_topics(
+    settings: KafkaSettings,
+    partitions: int = 6,
+    replication_factor: int = 1,
+    specs: list[TopicSpec] | None = None,
+) -> list[str]:
     """Create missing topics; existing ones are left as they are. Returns the names created."""
     admin = AdminClient(settings.confluent_config())
     existing = set(admin.list_topics(timeout=15).topics)
-    wanted = [spec for spec in topic_specs(settings, partitions) if spec.name not in existing]
+    specs = specs if specs is not None else topic_specs(settings, partitions)
+    wanted = [spec for spec in specs if spec.name not in existing]
     if not wanted:
         return []
     futures = admin.create_topics(

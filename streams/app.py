@@ -98,10 +98,11 @@ class StreamPipeline:
         self.retention = settings.retention_ms()
         self.version_base = settings.generation << 32
         self.last_activity = time.monotonic()
-        source_name = topics.RAW if settings.source == "raw" else topics.REPLAY
-        partials_name = topics.AGGREGATE_PARTIALS
-        if settings.generation:
-            partials_name = f"{partials_name}.g{settings.generation}"
+        if settings.source == "replay":
+            source_name = topics.replay_topic(settings.generation)
+            partials_name = topics.replay_partials_topic(settings.generation)
+        else:
+            source_name, partials_name = topics.RAW, topics.AGGREGATE_PARTIALS
         raw: dict[str, Any] = {"value_serializer": "raw", "key_serializer": "raw"}
         self.source = app.topic(kafka.topic(source_name), partitions=self.partitions, **raw)
         self.enriched = app.topic(kafka.topic(topics.ENRICHED), **raw)

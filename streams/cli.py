@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import threading
+from datetime import datetime
 
 import typer
+from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
-from callstream import logs
+from callstream import logs, topics
 from callstream.settings import KafkaSettings
 from streams.settings import StreamSettings
 
@@ -46,3 +50,50 @@ def stream_command(
     logs.get(__name__).info("stream worker starting", app_id=app.conf.id, source=settings.source)
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False, override_logging=False)
     worker.execute_from_commandline()
+
+
+def replay_command(
+    start: datetime = typer.Option(..., "--from", help="First UTC day to recompute (midnight)"),
+    end: datetime = typer.Option(..., "--to", help="UTC midnight after the last day to recompute"),
+    generation: int | None = typer.Option(None, help="Replay generation (default: now, epoch seconds)"),
+    partitions: int = typer.Option(6, help="Partitions of the replay topics"),
+    run: bool = typer.Option(True, help="Also run a replay worker until the copied range is processed"),
+    idle_s: float = typer.Option(15.0, help="With --run: stop after this many idle seconds"),
+) -> None:
+    """Recompute a range of history (e.g. after a price correction) as a new, higher generation."""
+    from infra.setup import create_topics
+    from streams.replay import ReplayRangeError, copy_range, new_generation
+
+    kafka = KafkaSettings()
+    generation = generation if generation is not None else new_generation()
+    try:
+        from streams.replay import check_range
+
+        check_range(start, end)
+    except ReplayRangeError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    create_topics(kafka, partitions, specs=topics.replay_topic_specs(kafka, generation, partitions))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with Progress(
+        TextColumn("replay copy"), TextColumn("{task.completed:,} events"), TimeElapsedColumn()
+    ) as bar:
+        task = bar.add_task("copy", total=None)
+        report = copy_range(
+            kafka, start, end, generation, on_progress=lambda n: bar.advance(task, n), stop=stop
+        )
+    log = logs.get(__name__)
+    log.info(
+        "replay range copied",
+        generation=generation,
+        events=report.copied.events,
+        scanned_messages=report.scanned_messages,
+    )
+    if stop.is_set():
+        raise typer.Exit(1)
+    if run:
+        stream_command(
+            partitions=partitions, web_port=None, stop_when_idle_s=idle_s, replay=True, generation=generation
+        )
+    else:
+        typer.echo(f"run: callstream stream --replay --generation {generation}")

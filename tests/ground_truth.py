@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from fractions import Fraction
 from typing import Any
 
@@ -69,10 +71,19 @@ def unique_events(events: list[RawCallEvent]) -> list[RawCallEvent]:
     return out
 
 
+PriceFn = Callable[[str, datetime], Fraction | None]
+
+
+def seed_price(model: str, at: datetime) -> Fraction | None:
+    return SEED_PRICES.get(model)
+
+
 def expected_windows(
-    events: list[RawCallEvent], sizes: tuple[str, ...] = ("1m", "1h", "1d")
+    events: list[RawCallEvent], sizes: tuple[str, ...] = ("1m", "1h", "1d"), price: PriceFn = seed_price
 ) -> dict[str, Expected]:
-    """doc_id -> expected values, for the model, provider and model_family dimensions."""
+    """doc_id -> expected values, for the model, provider and model_family dimensions.
+
+    `price(model, event_time)` gives USD per million tokens (one price for every token kind)."""
     out: dict[str, Expected] = defaultdict(Expected)
     for event in unique_events(events):
         model = (event.response_model or event.request_model).lower()
@@ -91,8 +102,9 @@ def expected_windows(
                 e.output_tokens += event.output_tokens
                 e.cache_read += event.cache_read_input_tokens
                 e.reasoning += event.reasoning_output_tokens
-                if model in SEED_PRICES:
-                    e.cost += (event.input_tokens + event.output_tokens) * SEED_PRICES[model] / 1_000_000
+                usd_per_mtok = price(model, event.event_time)
+                if usd_per_mtok is not None:
+                    e.cost += (event.input_tokens + event.output_tokens) * usd_per_mtok / 1_000_000
                 else:
                     e.unpriced += 1
                 e.latencies.append(event.duration_ms)
