@@ -282,25 +282,31 @@ class SinkWorker:
         self.stats.commits += 1
 
     def _apply_backpressure(self) -> None:
+        """Pause while too many bytes are pending, too many batches wait for a free request slot,
+        or Elasticsearch is failing; resume with wide hysteresis, because a pause drops librdkafka's
+        prefetched data (fetched again on resume). A paused consumer also stops fetching, which
+        on noida-db (no fetch wait: caught-up consumers busy-poll) leaves its CPU to indexing."""
         assert self._writer is not None
         limit = self.sink.max_pending_bytes
-        crowded = len(self._in_flight) > 2 * self.sink.max_in_flight_requests
-        if not self._paused and (self._pending_bytes >= limit or crowded or self._writer.failing):
+        slots = self.sink.max_in_flight_requests
+        queued = len(self._in_flight) - slots  # batches waiting for a request slot
+        if not self._paused and (self._pending_bytes >= limit or queued >= 2 * slots or self._writer.failing):
             assignment = self._consumer.assignment()
             if assignment:
                 self._consumer.pause(assignment)
                 self._paused = True
                 self.stats.pauses += 1
-                log.info(
+                # A failing Elasticsearch is news; a busy one is routine (counted in the progress lines).
+                (log.info if self._writer.failing else log.debug)(
                     "consumption paused",
                     pending_bytes=self._pending_bytes,
                     in_flight=len(self._in_flight),
                     elasticsearch_failing=self._writer.failing,
                 )
-        elif self._paused and self._pending_bytes <= limit // 2 and not crowded and not self._writer.failing:
+        elif self._paused and self._pending_bytes <= limit // 2 and queued <= 0 and not self._writer.failing:
             self._consumer.resume(self._consumer.assignment())
             self._paused = False
-            log.info("consumption resumed", pending_bytes=self._pending_bytes)
+            log.debug("consumption resumed", pending_bytes=self._pending_bytes)
 
     def _drain(self) -> None:
         """Flush the open batch and wait for in-flight ones, then commit what they completed."""
