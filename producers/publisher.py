@@ -34,7 +34,7 @@ from pydantic import ValidationError
 
 from callstream import logs
 from callstream.settings import KafkaSettings
-from producers.contract import describe_validation_error
+from producers.contract import describe_validation_error, partition_for_event_id
 from producers.deadletter import dead_letter, encode_dead_letter
 from producers.prepare import Policy, build_event, scrub
 from producers.settings import ProducerSettings
@@ -171,6 +171,7 @@ class KafkaPublisher:
         self._inflight: dict[int, _Pending] = {}
         self._seq = itertools.count()
         self._available = True
+        self._partitions: int | None = None
         self._fatal = False
         self._busy = False
         self._drain: _Drain | None = None
@@ -262,24 +263,39 @@ class KafkaPublisher:
         return items
 
     def _publish_items(self, items: list[dict[str, Any]], origin: _Drain | None = None) -> None:
-        """Validate, encode and pack into JSON arrays of at most batch_max_events / batch_max_bytes."""
-        parts: list[bytes] = []
-        size = 2
+        """Validate, encode and pack into JSON arrays of at most batch_max_events / batch_max_bytes,
+        one array per partition of the events' ids (producers.contract.partition_for_event_id), so
+        the stream finds every copy of an event on one partition without re-routing it."""
+        batches: dict[int | None, tuple[list[bytes], int]] = {}
         max_bytes = self.settings.batch_max_bytes
         policy = self.policy
+        partitions = self._partition_count()
         for item in items:
             try:
-                encoded = orjson.dumps(build_event(complete_item(item), policy))
+                event = build_event(complete_item(item), policy)
+                encoded = orjson.dumps(event)
             except (ValidationError, ValueError, TypeError) as exc:
                 self._invalid(item, exc, origin)
                 continue
+            partition = partition_for_event_id(event["event_id"], partitions) if partitions else None
+            parts, size = batches.get(partition, ([], 2))
             if parts and (len(parts) >= self._batch_events or size + len(encoded) + 1 > max_bytes):
-                self._send(KIND_BATCH, b"[" + b",".join(parts) + b"]", len(parts), origin)
+                self._send(KIND_BATCH, b"[" + b",".join(parts) + b"]", len(parts), origin, partition)
                 parts, size = [], 2
             parts.append(encoded)
-            size += len(encoded) + 1
-        if parts:
-            self._send(KIND_BATCH, b"[" + b",".join(parts) + b"]", len(parts), origin)
+            batches[partition] = (parts, size + len(encoded) + 1)
+        for partition, (parts, _) in batches.items():
+            if parts:
+                self._send(KIND_BATCH, b"[" + b",".join(parts) + b"]", len(parts), origin, partition)
+
+    def _partition_count(self) -> int | None:
+        """Partitions of the raw topic, from metadata fetched once Kafka answers (None until then)."""
+        if self._partitions is None and self._available:
+            with contextlib.suppress(Exception):
+                topic = self._producer.list_topics(self.topic, timeout=1.0).topics.get(self.topic)
+                if topic is not None and topic.error is None and topic.partitions:
+                    self._partitions = len(topic.partitions)
+        return self._partitions
 
     def _invalid(self, item: dict[str, Any], exc: Exception, origin: _Drain | None) -> None:
         reason = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
@@ -289,7 +305,9 @@ class KafkaPublisher:
         letter = dead_letter(f"invalid event: {reason}", "producer", safe_original(item, self.policy))
         self._send(KIND_DEADLETTER, encode_dead_letter(letter), 1, origin)
 
-    def _send(self, kind: int, payload: bytes, count: int, origin: _Drain | None) -> None:
+    def _send(
+        self, kind: int, payload: bytes, count: int, origin: _Drain | None, partition: int | None = None
+    ) -> None:
         if origin is not None:
             origin.outstanding += 1
         if not self._available:
@@ -302,7 +320,10 @@ class KafkaPublisher:
         callback = self._delivery_callback(seq)
         for attempt in range(3):
             try:
-                self._producer.produce(topic, payload, on_delivery=callback)
+                if partition is None:
+                    self._producer.produce(topic, payload, on_delivery=callback)
+                else:
+                    self._producer.produce(topic, payload, partition=partition, on_delivery=callback)
                 return
             except BufferError:  # librdkafka's own queue is full: let it drain a little
                 self._producer.poll(0.05 * (attempt + 1))

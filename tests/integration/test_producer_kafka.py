@@ -90,7 +90,9 @@ def test_openai_calls_arrive_in_the_raw_topic(kafka_settings: KafkaSettings, tmp
     stats = recorder.stats()
     assert (stats.recorded, stats.published, stats.spooled, stats.invalid, stats.dropped) == (4, 4, 0, 0, 0)
 
-    events = consume_raw(kafka_settings, lambda evs: sum(e["metadata"].get("run") == run for e in evs) >= 4)
+    events = consume_raw(
+        kafka_settings, lambda evs: sum(e.get("metadata", {}).get("run") == run for e in evs) >= 4
+    )
     mine = {e["request_model"]: e for e in events if e.get("metadata", {}).get("run") == run}
     assert sorted(mine) == ["deepseek-v3.2", "gpt-4.1", "rate-limit", "slow"]
     assert len([e for e in events if e.get("metadata", {}).get("run") == run]) == 4
