@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import typer
 
@@ -32,13 +33,29 @@ BENCHMARKS = [
 ]
 
 
+def _load(module: str, attr: str, name: str) -> Any:
+    """The command's function; if its module cannot load (a missing optional dependency, say), a
+    stand-in that explains why, so one stage's problem never takes the other commands down."""
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+
+        def unavailable() -> None:
+            typer.echo(f"callstream {name} is unavailable: {error}", err=True)
+            raise typer.Exit(2)
+
+        unavailable.__doc__ = f"(unavailable: {error})"
+        return unavailable
+
+
 def _register() -> None:
     for module, attr, name in COMMANDS:
-        app.command(name)(getattr(importlib.import_module(module), attr))
+        app.command(name)(_load(module, attr, name))
     for module, attr, name in GROUPS:
         app.add_typer(getattr(importlib.import_module(module), attr), name=name)
     for module, attr, name in BENCHMARKS:
-        bench_app.command(name)(getattr(importlib.import_module(module), attr))
+        bench_app.command(name)(_load(module, attr, f"bench {name}"))
     app.add_typer(bench_app, name="bench")
 
 

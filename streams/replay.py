@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from confluent_kafka import Consumer, TopicPartition
-
 from callstream import topics
 from callstream.settings import KafkaSettings
+from callstream.topic_reader import iter_to_end
 from producers.contract import RawCallEvent, decode_events
 from producers.loadgen import PublishReport, publish
 
@@ -67,38 +65,10 @@ def raw_events_between(
 ) -> Iterator[RawCallEvent]:
     """Valid raw events with start <= event time < end, reading the raw topic up to its current end.
     Invalid ones are skipped: the live stream already dead-lettered them."""
-    topic = kafka.topic(topics.RAW)
-    consumer = Consumer(
-        kafka.confluent_config()
-        | {
-            "group.id": f"callstream-replay-reader-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "receive.message.max.bytes": kafka.receive_message_max_bytes,
-        }
-    )
-    try:
-        metadata = consumer.list_topics(topic, timeout=15).topics[topic]
-        ends: dict[int, int] = {}
-        assignment = []
-        for partition in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=15)
-            if high > low:
-                ends[partition] = high
-                assignment.append(TopicPartition(topic, partition, low))
-        consumer.assign(assignment)
-        while ends and not (stop is not None and stop.is_set()):
-            for message in consumer.consume(500, 1.0):
-                if message.error() or message.partition() not in ends:
-                    continue
-                scanned[0] += 1
-                valid, _ = decode_events(message.value())
-                for event in valid:
-                    if start <= event.event_time < end:
-                        yield event
-                if message.offset() + 1 >= ends[message.partition()]:
-                    del ends[message.partition()]
-    finally:
-        consumer.close()
+    for message in iter_to_end(kafka, kafka.topic(topics.RAW), stop=stop):
+        scanned[0] += 1
+        valid, _ = decode_events(message.value())
+        yield from (event for event in valid if start <= event.event_time < end)
 
 
 def copy_range(

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, TopicPartition
 
 from callstream import topics
 from callstream.settings import KafkaSettings
+from callstream.topic_reader import iter_to_end
 from infra.local_servers import LocalServers, free_port
 from infra.setup import create_topics
 
@@ -112,40 +112,7 @@ def new_pipeline(servers: LocalServers, tmp_path: Path, partitions: int = 6) -> 
 
 def read_topic(kafka: KafkaSettings, topic: str, timeout_s: float = 30) -> list[tuple[bytes | None, bytes]]:
     """Every message currently in `topic`, from the beginning of each partition up to its end."""
-    consumer = Consumer(
-        kafka.confluent_config()
-        | {
-            "group.id": f"reader-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "receive.message.max.bytes": kafka.receive_message_max_bytes,
-        }
-    )
-    try:
-        metadata = consumer.list_topics(topic, timeout=15).topics[topic]
-        ends: dict[int, int] = {}
-        assignment = []
-        for partition in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=15)
-            if high > low:
-                ends[partition] = high
-                assignment.append(TopicPartition(topic, partition, low))
-        if not assignment:
-            return []
-        consumer.assign(assignment)
-        out: list[tuple[bytes | None, bytes]] = []
-        deadline = time.monotonic() + timeout_s
-        while ends and time.monotonic() < deadline:
-            for message in consumer.consume(1000, 0.5):
-                if message.error():
-                    continue
-                out.append((message.key(), message.value()))
-                if message.offset() + 1 >= ends.get(message.partition(), 0):
-                    ends.pop(message.partition(), None)
-        if ends:
-            raise TimeoutError(f"did not reach the end of {topic} partitions {sorted(ends)}")
-        return out
-    finally:
-        consumer.close()
+    return [(m.key(), m.value()) for m in iter_to_end(kafka, topic, timeout_s=timeout_s)]
 
 
 def latest_aggregates(kafka: KafkaSettings) -> dict[str, dict[str, Any]]:
