@@ -106,14 +106,20 @@ class BulkWriter:
         self._deadletter_topic = deadletter_topic
         self._abort = abort
         self._lock = threading.Lock()
-        self._backing_off = 0
+        self._failing_batches = 0  # batches whose last attempt failed
         self.retries = 0  # every backoff of every batch so far
         self._random = random.Random()
 
     @property
     def failing(self) -> bool:
-        """Some batch is backing off right now: Elasticsearch or Kafka is slow or down."""
-        return self._backing_off > 0
+        """Some batch's last attempt failed and it has not succeeded since: Elasticsearch (or Kafka,
+        for dead letters) is overloaded or down."""
+        return self._failing_batches > 0
+
+    def _streak(self, failed: bool) -> None:
+        """A batch starts (`failed`) or ends a streak of failed attempts."""
+        with self._lock:
+            self._failing_batches += 1 if failed else -1
 
     def write(self, batch: Batch) -> BatchResult:
         result = BatchResult(batch)
@@ -138,42 +144,55 @@ class BulkWriter:
         refused: list[Failure] = []
         work: deque[list[Doc]] = deque([docs] if docs else [])
         attempt = 0
-        while work:
-            if self._abort.is_set():
-                return stored, refused, False
-            chunk = work.popleft()
-            try:
-                split = self._send(chunk)
-                result.requests += 1
-            except (ApiError, TransportError, SerializationError) as exc:
-                status = _status(exc)
-                if classify_request(status) is RequestOutcome.SPLIT:
-                    if len(chunk) > 1:
-                        middle = len(chunk) // 2
-                        work.extendleft([chunk[middle:], chunk[:middle]])
-                    else:
-                        refused.append(
-                            rejection(chunk[0], status, {"type": "request_refused", "reason": str(exc)})
-                        )
-                    continue
-                attempt += 1
-                self._back_off(
-                    attempt, "bulk request failed", docs=len(chunk), status=status, error=str(exc)[:300]
-                )
-                work.appendleft(chunk)
-                continue
-            stored += split.indexed
-            stored += split.superseded
-            result.indexed += len(split.indexed)
-            result.superseded += len(split.superseded)
-            refused += split.rejected
-            if split.retry:
-                attempt += 1
-                self._back_off(attempt, "bulk items to retry", docs=len(split.retry))
-                work.appendleft(split.retry)
-            else:
-                attempt = 0
-        return stored, refused, True
+        try:
+            while work:
+                if self._abort.is_set():
+                    return stored, refused, False
+                attempt = self._index_chunk(work, stored, refused, result, attempt)
+            return stored, refused, True
+        finally:
+            if attempt:
+                self._streak(False)
+
+    def _index_chunk(
+        self,
+        work: deque[list[Doc]],
+        stored: list[Doc],
+        refused: list[Failure],
+        result: BatchResult,
+        attempt: int,
+    ) -> int:
+        """Send the next chunk of `work`; returns the number of failed attempts in the current streak."""
+        chunk = work.popleft()
+        try:
+            split = self._send(chunk)
+            result.requests += 1
+        except (ApiError, TransportError, SerializationError) as exc:
+            status = _status(exc)
+            if classify_request(status) is RequestOutcome.SPLIT:
+                if len(chunk) > 1:  # halve until the culprit is alone, then dead-letter it
+                    middle = len(chunk) // 2
+                    work.extendleft([chunk[middle:], chunk[:middle]])
+                else:
+                    refused.append(
+                        rejection(chunk[0], status, {"type": "request_refused", "reason": str(exc)})
+                    )
+                return attempt
+            work.appendleft(chunk)
+            return self._back_off(
+                attempt, "bulk request failed", docs=len(chunk), status=status, error=str(exc)[:300]
+            )
+        stored += split.indexed
+        stored += split.superseded
+        result.indexed += len(split.indexed)
+        result.superseded += len(split.superseded)
+        refused += split.rejected
+        if split.retry:
+            work.appendleft(split.retry)
+            return self._back_off(attempt, "bulk items to retry", docs=len(split.retry))
+        if attempt:
+            self._streak(False)
+        return 0
 
     def _send(self, docs: list[Doc]) -> BulkSplit:
         body_bytes: Any = bulk_body(docs)  # pre-encoded NDJSON: the client sends bytes as they are
@@ -183,7 +202,11 @@ class BulkWriter:
             return BulkSplit(indexed=list(docs))
         return split_response(docs, body.get("items") or [])
 
-    def _back_off(self, attempt: int, event: str, **fields: Any) -> None:
+    def _back_off(self, attempt: int, event: str, **fields: Any) -> int:
+        """Wait before the next attempt (or until abort); returns the new failed-attempt count."""
+        attempt += 1
+        if attempt == 1:
+            self._streak(True)
         delay = backoff_s(
             attempt,
             self._settings.retry_backoff_min_ms,
@@ -192,13 +215,9 @@ class BulkWriter:
         )
         log.warning(event, attempt=attempt, retry_in_s=round(delay, 3), **fields)
         with self._lock:
-            self._backing_off += 1
             self.retries += 1
-        try:
-            self._abort.wait(delay)
-        finally:
-            with self._lock:
-                self._backing_off -= 1
+        self._abort.wait(delay)
+        return attempt
 
     # -- dead letters: topic first, then index; both before the originals count as done
 
@@ -235,32 +254,35 @@ class BulkWriter:
         return complete
 
     def _produce_all(self, messages: list[tuple[bytes, bytes]]) -> bool:
+        """Produce every message and wait for its delivery report; retry the failed ones."""
         todo = list(range(len(messages)))
         attempt = 0
-        while todo:
-            if self._abort.is_set():
-                return False
-            outcome: dict[int, Any] = {}
-            for index in todo:
-                key, value = messages[index]
-                callback = functools.partial(_record_delivery, outcome, index)
-                while True:
-                    try:
-                        self._producer.produce(
-                            self._deadletter_topic, value=value, key=key, on_delivery=callback
-                        )
-                        break
-                    except BufferError:  # the producer's queue is full: let it drain
-                        self._producer.poll(0.1)
-            while len(outcome) < len(todo) and not self._abort.is_set():
-                self._producer.poll(0.1)
-            failed = [i for i in todo if i not in outcome or outcome[i] is not None]
-            if not failed:
-                return True
-            attempt += 1
-            errors = {str(outcome.get(i)) for i in failed}
-            self._back_off(
-                attempt, "dead-letter produce failed", messages=len(failed), errors=sorted(errors)[:3]
-            )
-            todo = failed
-        return True
+        try:
+            while todo:
+                if self._abort.is_set():
+                    return False
+                outcome: dict[int, Any] = {}
+                for index in todo:
+                    key, value = messages[index]
+                    callback = functools.partial(_record_delivery, outcome, index)
+                    while True:
+                        try:
+                            self._producer.produce(
+                                self._deadletter_topic, value=value, key=key, on_delivery=callback
+                            )
+                            break
+                        except BufferError:  # the producer's queue is full: let it drain
+                            self._producer.poll(0.1)
+                while len(outcome) < len(todo) and not self._abort.is_set():
+                    self._producer.poll(0.1)
+                failed = [i for i in todo if i not in outcome or outcome[i] is not None]
+                if failed:
+                    errors = sorted({str(outcome.get(i)) for i in failed})[:3]
+                    attempt = self._back_off(
+                        attempt, "dead-letter produce failed", messages=len(failed), errors=errors
+                    )
+                todo = failed
+            return True
+        finally:
+            if attempt:
+                self._streak(False)

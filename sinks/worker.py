@@ -97,6 +97,7 @@ class SinkWorker:
         self._in_flight: dict[Future[BatchResult], Batch] = {}
         self._pending_bytes = 0
         self._avg_message_bytes = 0.0
+        self._failing_seen = False
         self._paused = False
         self._consumer: Any = None
         self._writer: BulkWriter | None = None
@@ -287,23 +288,32 @@ class SinkWorker:
         prefetched data (fetched again on resume). A paused consumer also stops fetching, which
         on noida-db (no fetch wait: caught-up consumers busy-poll) leaves its CPU to indexing."""
         assert self._writer is not None
+        failing = self._writer.failing
+        if failing != self._failing_seen:  # a busy Elasticsearch is routine; a failing one is news
+            self._failing_seen = failing
+            if failing:
+                log.warning(
+                    "elasticsearch failing: consumption paused until it recovers",
+                    retries=self._writer.retries,
+                )
+            else:
+                log.info("elasticsearch recovered", retries=self._writer.retries)
         limit = self.sink.max_pending_bytes
         slots = self.sink.max_in_flight_requests
         queued = len(self._in_flight) - slots  # batches waiting for a request slot
-        if not self._paused and (self._pending_bytes >= limit or queued >= 2 * slots or self._writer.failing):
+        if not self._paused and (self._pending_bytes >= limit or queued >= 2 * slots or failing):
             assignment = self._consumer.assignment()
             if assignment:
                 self._consumer.pause(assignment)
                 self._paused = True
                 self.stats.pauses += 1
-                # A failing Elasticsearch is news; a busy one is routine (counted in the progress lines).
-                (log.info if self._writer.failing else log.debug)(
+                log.debug(
                     "consumption paused",
                     pending_bytes=self._pending_bytes,
                     in_flight=len(self._in_flight),
                     elasticsearch_failing=self._writer.failing,
                 )
-        elif self._paused and self._pending_bytes <= limit // 2 and queued <= 0 and not self._writer.failing:
+        elif self._paused and self._pending_bytes <= limit // 2 and queued <= 0 and not failing:
             self._consumer.resume(self._consumer.assignment())
             self._paused = False
             log.debug("consumption resumed", pending_bytes=self._pending_bytes)
