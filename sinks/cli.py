@@ -70,8 +70,8 @@ def sink_command(
 ) -> None:
     """Write enriched events, window aggregates and dead letters from Kafka to Elasticsearch.
 
-    Offsets are committed only for messages whose documents Elasticsearch acknowledged (or that
-    were dead-lettered); run several processes with the same group to share the partitions.
+    Offsets are committed only once every document of a message is stored or dead-lettered.
+    Several processes with the same group share the partitions.
     """
     overrides = {
         "group_id": group_id,
