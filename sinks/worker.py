@@ -250,10 +250,9 @@ class SinkWorker:
         self._in_flight[self._pool.submit(self._writer.write, batch)] = batch
 
     def _reap(self) -> None:
-        """Account for finished batches, then commit what they completed."""
+        """Account for finished batches, then commit what they completed (or what an earlier, failed
+        commit left behind)."""
         finished = [f for f in self._in_flight if f.done()]
-        if not finished:
-            return
         now = time.monotonic()
         for future in finished:
             batch = self._in_flight.pop(future)
