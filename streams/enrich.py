@@ -7,6 +7,7 @@ separate input, output, cached-input and reasoning prices from the price in forc
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -37,12 +38,14 @@ CONNECTION_ERROR_TYPES = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def normalise_model(model: str) -> str:
     """Lowercase, without a 'provider/' routing prefix (e.g. 'openai/gpt-4.1')."""
     model = model.strip().lower()
     return model.rsplit("/", 1)[-1]
 
 
+@functools.lru_cache(maxsize=4096)
 def provider_of(model: str, reported_provider: str | None = None) -> str:
     for pattern, provider in PROVIDER_RULES:
         if pattern.match(model):
@@ -50,6 +53,7 @@ def provider_of(model: str, reported_provider: str | None = None) -> str:
     return reported_provider.lower() if reported_provider else "other"
 
 
+@functools.lru_cache(maxsize=4096)
 def model_family_of(model: str) -> str:
     """The model name without its date/version suffix: 'gpt-4.1-2025-04-14' -> 'gpt-4.1'."""
     previous = None
