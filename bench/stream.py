@@ -682,7 +682,11 @@ def run_rounds(kafka_base: KafkaSettings, options: Options, workdir: Path) -> di
         pre_produce(kafka, events, options.batch_size, start)
         round_dir = workdir / run_id
         round_dir.mkdir()
-        for contender in _contenders(kafka, run_id, partitions, events, options.quix_grace_ms, round_dir):
+        contenders = _contenders(kafka, run_id, partitions, events, options.quix_grace_ms, round_dir)
+        # Each round starts with the next contender, so none always runs in the same slot of a
+        # round on a machine whose load changes.
+        shift = round_no % len(contenders)
+        for contender in contenders[shift:] + contenders[:shift]:
             if contender.name == "stream":
                 contender.env.update(options.stream_env)
             result = measure(contender, kafka, events, round_dir, timeout_s)
