@@ -527,6 +527,11 @@ def measure(
                     bars.update(aggregated_bar, completed=min(aggregation.total, events))
             done_at = now
             assert first_at is not None and enriched_at is not None
+            if enriched_at <= first_at:
+                raise RuntimeError(
+                    f"{contender.name}: all {events:,} events appeared within one {POLL_INTERVAL_S} s poll, "
+                    "too few to time; use more --events"
+                )
             rate = steady_rate(counted, first_events, first_at, done_at)
             enriched_rate = steady_rate(counted, first_events, first_at, enriched_at)
             bars.update(enriched_bar, rate=f"{enriched_rate:,.0f} events/s")
