@@ -18,7 +18,7 @@ loop's partials, and the rows Quix has passed to its window (a marker it publish
 `.final()` window is silent until it closes). The enriched-only rate is reported too.
 
 The contender's memory is sampled while it runs: peak, and when a third, two thirds and all of
-the events were enriched; its CPU time is read when it is done. After it is stopped, its enriched
+the events were enriched; so is its CPU time (all threads) while timed. After it is stopped, its enriched
 output is read again in full and its distinct event ids counted: no rate for work not done.
 
 Prints progress on stderr and, as the last line on stdout, one JSON object with the figures.
@@ -765,6 +765,8 @@ def command(
     keep_logs: bool = typer.Option(False, help="Keep the contenders' logs (their path is printed)"),
 ) -> None:
     """Events/s of one stream worker vs a plain confluent-kafka loop (the limit) and Quix Streams."""
+    if any("=" not in item for item in stream_env):
+        raise typer.BadParameter("--stream-env takes KEY=VALUE")
     span_s = events / RATE_PER_S + 120
     options = Options(
         events=events,
