@@ -37,10 +37,11 @@ SCHEMA_VERSION: Literal[1] = 1
 MAX_ERROR_MESSAGE_CHARS = 2048
 MAX_METADATA_KEYS = 64
 MAX_TOKENS = 10**9  # per call; far above any real context window, far below int64 overflow in sums
-INT64 = 2**63
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
-MetadataValue = str | int | float | bool | None
+# Integers within the signed 64-bit range, so an accepted event can always be encoded again.
+MetadataInt = Annotated[int, Field(ge=-(2**63), lt=2**63)]
+MetadataValue = str | bool | MetadataInt | float | None
 
 
 class RawCallEvent(BaseModel):
@@ -81,22 +82,12 @@ class RawCallEvent(BaseModel):
     reported_cost_usd: float | None = Field(
         default=None, ge=0, description="Cost the source reported, if any"
     )
-    metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+    metadata: dict[str, MetadataValue] = Field(default_factory=dict, max_length=MAX_METADATA_KEYS)
 
     @field_validator("event_time")
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
         return value.astimezone(UTC)
-
-    @field_validator("metadata")
-    @classmethod
-    def _bounded_metadata(cls, value: dict[str, MetadataValue]) -> dict[str, MetadataValue]:
-        if len(value) > MAX_METADATA_KEYS:
-            raise ValueError(f"metadata has {len(value)} keys, at most {MAX_METADATA_KEYS} allowed")
-        for key, item in value.items():
-            if isinstance(item, int) and not -INT64 <= item < INT64:
-                raise ValueError(f"metadata[{key!r}] is outside the signed 64-bit range")
-        return value
 
     @model_validator(mode="after")
     def _token_parts_within_totals(self) -> RawCallEvent:

@@ -308,14 +308,21 @@ class StreamPipeline:
 
 
 def _chunks_by_bytes(docs: list[dict[str, Any]], max_bytes: int) -> list[bytes]:
-    """Serialise enriched events as JSON arrays of at most about `max_bytes` each."""
-    if not docs:
-        return []
-    whole = orjson.dumps(docs, option=JSON_OPTIONS)
-    if len(whole) <= max_bytes or len(docs) == 1:
-        return [whole]
-    half = len(docs) // 2
-    return _chunks_by_bytes(docs[:half], max_bytes) + _chunks_by_bytes(docs[half:], max_bytes)
+    """Serialise enriched events (each once) into JSON arrays of at most `max_bytes` each
+    (a single larger event gets an array of its own)."""
+    chunks: list[bytes] = []
+    parts: list[bytes] = []
+    size = 2
+    for doc in docs:
+        encoded = orjson.dumps(doc, option=JSON_OPTIONS)
+        if parts and size + len(encoded) + 1 > max_bytes:
+            chunks.append(b"[" + b",".join(parts) + b"]")
+            parts, size = [], 2
+        parts.append(encoded)
+        size += len(encoded) + 1
+    if parts:
+        chunks.append(b"[" + b",".join(parts) + b"]")
+    return chunks
 
 
 def faust_broker_settings(kafka: KafkaSettings) -> dict[str, Any]:
