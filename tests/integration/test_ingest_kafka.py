@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer
 
 from callstream.settings import KafkaSettings
+from callstream.topic_reader import reader_consumer
 from callstream.topics import DEADLETTER
 from producers.ingest import Ingestor
 from streams.contract import DeadLetter
@@ -62,14 +62,7 @@ def write_lines(path: Path, docs: list[dict[str, Any]] | list[str]) -> None:
 def consume_dead_letters(
     kafka: KafkaSettings, done: Callable[[list[dict[str, Any]]], bool]
 ) -> list[dict[str, Any]]:
-    consumer = Consumer(
-        kafka.confluent_config()
-        | {
-            "group.id": f"test-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "receive.message.max.bytes": kafka.receive_message_max_bytes,
-        }
-    )
+    consumer = reader_consumer(kafka)
     consumer.subscribe([kafka.topic(DEADLETTER)])
     letters: list[dict[str, Any]] = []
     deadline = time.monotonic() + 30

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer
 
 from callstream.settings import KafkaSettings
+from callstream.topic_reader import reader_consumer
 from callstream.topics import RAW
 from infra import local_servers
 from infra.setup import create_topics
@@ -36,15 +36,7 @@ def consume_raw(
     kafka: KafkaSettings, done: Callable[[list[dict[str, Any]]], bool], timeout_s: float = 30.0
 ) -> list[dict[str, Any]]:
     """Every event in the raw topic (from the beginning) until `done(events)` or the timeout."""
-    consumer = Consumer(
-        kafka.confluent_config()
-        | {
-            "group.id": f"test-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "receive.message.max.bytes": kafka.receive_message_max_bytes,
-        }
-    )
+    consumer = reader_consumer(kafka)
     consumer.subscribe([kafka.topic(RAW)])
     events: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout_s

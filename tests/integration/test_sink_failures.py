@@ -26,6 +26,7 @@ from elasticsearch import Elasticsearch, helpers
 
 from callstream import topics
 from callstream.settings import ElasticsearchSettings, KafkaSettings
+from callstream.topic_reader import reader_consumer
 from infra import local_servers
 from infra.setup import create_topics
 from sinks import index_templates
@@ -304,15 +305,7 @@ def test_malformed_documents_are_dead_lettered_and_neighbours_indexed(
 def consume_all(
     pipeline: Pipeline, topic: str, expected: int, timeout_s: float = 30
 ) -> list[tuple[bytes, bytes]]:
-    consumer = Consumer(
-        pipeline.kafka.confluent_config()
-        | {
-            "group.id": f"reader-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-        | {"receive.message.max.bytes": pipeline.kafka.receive_message_max_bytes}
-    )
+    consumer = reader_consumer(pipeline.kafka)
     consumer.subscribe([topic])
     out: list[tuple[bytes, bytes]] = []
     deadline = time.monotonic() + timeout_s

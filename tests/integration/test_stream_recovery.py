@@ -14,7 +14,6 @@ import random
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from callstream import topics
 from callstream.settings import KafkaSettings
+from callstream.topic_reader import reader_consumer
 from infra.local_servers import LocalServers
 from infra.tansu_server import TansuServer
 from producers import synthetic
@@ -77,14 +77,7 @@ def read_until_idle(
 
     For Tansu, whose high watermark is wrong, so tests.pipeline.read_topic would stop early.
     """
-    consumer = Consumer(
-        kafka.confluent_config()
-        | {
-            "group.id": f"reader-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "receive.message.max.bytes": kafka.receive_message_max_bytes,
-        }
-    )
+    consumer = reader_consumer(kafka)
     try:
         partitions = consumer.list_topics(topic, timeout=15).topics[topic].partitions
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
