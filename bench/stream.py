@@ -52,6 +52,7 @@ from rich.table import Table
 from callstream import topics
 from callstream.settings import KafkaSettings
 from callstream.topic_reader import reader_consumer
+from infra.processes import stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 CONTENDERS = ("stream", "limit", "quix")
@@ -496,7 +497,7 @@ def measure(
     finally:
         enriched.close()
         progress_tail.close()
-        exit_code = _stop_process(process)
+        exit_code = stop_process(process)
     distinct, messages = _distinct_events(kafka, contender.enriched_topic)
     return RunResult(
         name=contender.name,
@@ -514,17 +515,6 @@ def measure(
         late_events=aggregation.late,
         exit_code=exit_code,
     )
-
-
-def _stop_process(process: subprocess.Popen[Any], timeout_s: float = 60) -> int | None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-    return process.returncode
 
 
 def _tail(path: Path, chars: int = 2000) -> str:

@@ -8,7 +8,6 @@ back from Elasticsearch. Everything it starts, it stops (the servers too, unless
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from rich.table import Table
 from callstream import topics
 from callstream.settings import ElasticsearchSettings, KafkaSettings
 from infra import local_servers
+from infra.processes import stop_process
 from infra.setup import setup
 from producers import synthetic
 from producers.loadgen import publish
@@ -90,16 +90,6 @@ def _start_worker(args: list[str], env: dict[str, str], log_path: Path) -> subpr
     return subprocess.Popen(
         [sys.executable, "-m", "callstream.cli", *args], env=env, stdout=handle, stderr=subprocess.STDOUT
     )
-
-
-def _stop(process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def run_demo(
@@ -177,7 +167,7 @@ def run_demo(
         return result
     finally:
         for worker in workers:
-            _stop(worker)
+            stop_process(worker)
         if keep_servers:
             console.print("[bold]servers kept running[/]; point callstream at them with:")
             for key, value in srv.env().items():

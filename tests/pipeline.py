@@ -23,7 +23,9 @@ from callstream import topics
 from callstream.settings import KafkaSettings
 from callstream.topic_reader import iter_to_end
 from infra.local_servers import LocalServers, free_port
+from infra.processes import stop_process
 from infra.setup import create_topics
+from tests.ground_truth import Expected, compare
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -82,18 +84,21 @@ class Pipeline:
         return self.start("stream", "--web-port", str(free_port()), name="stream", **env)
 
     def stop(self, process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout_s: float = 60) -> int:
-        if process.poll() is None:
-            process.send_signal(sig)
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-        return process.returncode
+        return stop_process(process, sig, timeout_s)
 
     def stop_all(self) -> None:
         for process in self.processes:
             self.stop(process)
+
+    def wait_for_aggregates(self, expected: dict[str, Expected], timeout_s: float = 180) -> None:
+        """Wait until the newest aggregates equal `expected`; fail with the differences."""
+        problems: list[str] = []
+
+        def check() -> bool:
+            problems[:] = compare(expected, latest_aggregates(self.kafka))
+            return not problems
+
+        wait_for(check, timeout_s, interval_s=2, describe=lambda: "\n".join(problems[:20]) + self.logs())
 
     def logs(self) -> str:
         out = []

@@ -14,7 +14,7 @@ from infra.local_servers import LocalServers
 from producers import synthetic
 from producers.loadgen import publish
 from tests.ground_truth import SEED_PRICES, compare, expected_windows
-from tests.pipeline import latest_aggregates, new_pipeline, wait_for
+from tests.pipeline import latest_aggregates, new_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -51,18 +51,6 @@ def _price_file(path: Path, gpt_prices: list[tuple[datetime, str]]) -> Path:
     return path
 
 
-def _converged(pipeline, expected, timeout_s: float = 180) -> None:
-    state: dict[str, list[str]] = {"problems": []}
-
-    def check() -> bool:
-        state["problems"] = compare(expected, latest_aggregates(pipeline.kafka))
-        return not state["problems"]
-
-    wait_for(
-        check, timeout_s, interval_s=2, describe=lambda: "\n".join(state["problems"][:20]) + pipeline.logs()
-    )
-
-
 def test_price_change_mid_stream_and_replay_with_corrected_prices(
     servers: LocalServers, tmp_path: Path
 ) -> None:
@@ -84,7 +72,7 @@ def test_price_change_mid_stream_and_replay_with_corrected_prices(
     try:
         pipeline.start_stream_worker(**price_env)
         assert publish(pipeline.kafka, pipeline.topic(topics.RAW), events).failed_messages == 0
-        _converged(pipeline, expected_windows(events, price=live_price))
+        pipeline.wait_for_aggregates(expected_windows(events, price=live_price))
         pipeline.stop_all()
 
         # The $10 was a mistake: the corrected catalogue keeps $8 until a later change at 18:00.

@@ -17,24 +17,12 @@ from callstream import topics
 from infra.local_servers import LocalServers
 from producers import synthetic
 from producers.loadgen import publish
-from tests.ground_truth import compare, expected_windows
-from tests.pipeline import Pipeline, array_items, latest_aggregates, new_pipeline, wait_for
+from tests.ground_truth import expected_windows
+from tests.pipeline import array_items, latest_aggregates, new_pipeline, wait_for
 
 pytestmark = pytest.mark.integration
 
 START = datetime(2026, 3, 1, 11, 58, 30, tzinfo=UTC)
-
-
-def _converged(pipeline: Pipeline, expected: dict, timeout_s: float = 180) -> None:
-    state: dict[str, list[str]] = {"problems": []}
-
-    def check() -> bool:
-        state["problems"] = compare(expected, latest_aggregates(pipeline.kafka))
-        return not state["problems"]
-
-    wait_for(
-        check, timeout_s, interval_s=2, describe=lambda: "\n".join(state["problems"][:20]) + pipeline.logs()
-    )
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
@@ -62,7 +50,7 @@ def test_aggregates_exact_for_any_worker_count(servers: LocalServers, tmp_path: 
             pipeline.start_stream_worker()
         report = publish(pipeline.kafka, pipeline.topic(topics.RAW), events + duplicates, batch_size=250)
         assert report.failed_messages == 0
-        _converged(pipeline, expected_windows(events))
+        pipeline.wait_for_aggregates(expected_windows(events))
         late = array_items(pipeline.kafka, topics.LATE)
         assert late, "late events must reach the late topic"
         assert all(item["late"] for item in late)
@@ -87,7 +75,7 @@ def test_worker_stopped_mid_run_changes_nothing(servers: LocalServers, tmp_path:
             == 0
         )
         pipeline.start_stream_worker()
-        _converged(pipeline, expected_windows(events))
+        pipeline.wait_for_aggregates(expected_windows(events))
     finally:
         pipeline.stop_all()
 
@@ -113,6 +101,6 @@ def test_invalid_inputs_are_dead_lettered_with_reasons(servers: LocalServers, tm
         ):
             assert letter["original"] == original
             assert reason_fragment in letter["reason"], letter["reason"]
-        _converged(pipeline, expected_windows(events))
+        pipeline.wait_for_aggregates(expected_windows(events))
     finally:
         pipeline.stop_all()
