@@ -140,15 +140,13 @@ class StreamPipeline:
         self.counters.invalid += len(rejected)
         valid = await self._reroute(valid, partition)
         stream_time = self._stream_time(partition)
-        verdicts = self._dedup_index(partition).admit(
-            offset, [(e.event_id, epoch_ms(e.event_time)) for e in valid]
-        )
-        fresh = [e for e, ok in zip(valid, verdicts, strict=True) if ok]
+        times = [epoch_ms(e.event_time) for e in valid]
+        index = self._dedup_index(partition)
+        verdicts = index.admit(offset, zip((e.event_id for e in valid), times, strict=True))
+        fresh = [(e, at) for e, at, ok in zip(valid, times, verdicts, strict=True) if ok]
         self.counters.duplicates += len(valid) - len(fresh)
-        if fresh:
-            ids = [e.event_id for e in fresh]
-            max_ms = max(epoch_ms(e.event_time) for e in fresh)
-            self.dedup_table[f"{partition}:{offset}"] = orjson.dumps([ids, max_ms])
+        if fresh:  # the index recorded this batch's ids and newest event time: persist that record
+            self.dedup_table[f"{partition}:{offset}"] = orjson.dumps(index.batches[offset])
         docs, late, stream_time = self._enrich(fresh, stream_time)
         self.counters.valid += len(docs)
         self.counters.late += len(late)
@@ -165,7 +163,7 @@ class StreamPipeline:
         for target, states in sorted(by_partition.items()):
             body = {"src": source, "o": offset, "st": stream_time, "w": states}
             await self.partials.send(value=orjson.dumps(body), partition=target)
-        for gone in self._dedup_index(partition).expire(stream_time):
+        for gone in index.expire(stream_time):
             self.dedup_table.pop(f"{partition}:{gone}", None)
 
     async def _reroute(self, events: list[RawCallEvent], partition: int) -> list[RawCallEvent]:
@@ -181,16 +179,15 @@ class StreamPipeline:
         return mine
 
     def _enrich(
-        self, events: list[RawCallEvent], stream_time: int
+        self, events: list[tuple[RawCallEvent, int]], stream_time: int
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
         """Enrich in order; an event whose minute window closed (end + grace) before the partition's
         stream time reached it is late: flagged, published to the late topic, and still counted."""
         grace = self.settings.grace_ms
         docs: list[dict[str, Any]] = []
         late: list[dict[str, Any]] = []
-        for e in events:
+        for e, at in events:
             doc = enrich(e, self.prices)
-            at = epoch_ms(e.event_time)
             if at - at % MINUTE_MS + MINUTE_MS + grace < stream_time:
                 doc["late"] = True
                 late.append(doc)
