@@ -358,11 +358,13 @@ def create_app(
     settings = settings or StreamSettings()
     kafka = kafka or KafkaSettings()
     app_id = settings.app_id if not settings.generation else f"{settings.app_id}-g{settings.generation}"
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     app = faust.App(
         app_id,
         **faust_broker_settings(kafka),
         broker_client_id=kafka.client_id,
         store="memory://",
+        datadir=str(settings.data_dir / f"{app_id}-data"),
         processing_guarantee="at_least_once",
         topic_partitions=settings.partitions,
         topic_replication_factor=1,

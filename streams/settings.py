@@ -40,6 +40,8 @@ class StreamSettings(BaseSettings):
     web_bind: str = "127.0.0.1"
     stream_buffer_maxsize: int = Field(default=16, ge=1)  # messages (each a batch) buffered per partition
     log_level: str = "INFO"
+    # faust's working directory (its table metadata), one subdirectory per app id.
+    data_dir: Path = Path(".callstream/stream")
 
     def retention_ms(self) -> dict[str, int]:
         return {"1m": self.retention_1m_ms, "1h": self.retention_1h_ms, "1d": self.retention_1d_ms}

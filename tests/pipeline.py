@@ -55,6 +55,7 @@ class Pipeline:
                 "CALLSTREAM_STREAM_APP_ID": f"{self.prefix}-stream",
                 "CALLSTREAM_STREAM_PARTITIONS": str(self.partitions),
                 "CALLSTREAM_SINK_GROUP_ID": f"{self.prefix}-sink",
+                "CALLSTREAM_STREAM_DATA_DIR": str((self.log_dir or Path("/tmp")) / "stream-data"),
                 "PYTHONUNBUFFERED": "1",
             }
         )
