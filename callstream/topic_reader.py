@@ -1,7 +1,8 @@
-"""Read a topic from the beginning of each partition up to where it ends now.
+"""Read a topic, or a range of one partition, outside any consumer-group subscription.
 
-For tools that need a finite snapshot of a topic (replays, tests, benchmarks) rather than a
-consumer-group subscription. It assumes the broker reports high watermarks correctly.
+For tools that need a finite snapshot of a topic (replays, tests, benchmarks), and for the stream
+worker when it must read input its consumer skipped. `iter_to_end` assumes the broker reports
+high watermarks correctly.
 """
 
 from __future__ import annotations
@@ -60,5 +61,48 @@ def iter_to_end(
                 yield message
                 if message.offset() + 1 >= ends[message.partition()]:
                     del ends[message.partition()]
+    finally:
+        consumer.close()
+
+
+def read_range(
+    kafka: KafkaSettings, topic: str, partition: int, start: int, end: int, timeout_s: float = 30.0
+) -> list[Message]:
+    """The messages of one partition with `start <= offset < end`, in order. Offsets that hold no
+    message (transaction markers, compacted or expired records) are simply absent."""
+    consumer = reader_consumer(kafka, "range")
+    try:
+        consumer.assign([TopicPartition(topic, partition, start)])
+        out: list[Message] = []
+        deadline = time.monotonic() + timeout_s
+        while not out or out[-1].offset() < end - 1:
+            for message in consumer.consume(500, 0.5):
+                if message.error():
+                    continue
+                if message.offset() >= end:
+                    return out
+                out.append(message)
+            position = consumer.position([TopicPartition(topic, partition)])[0].offset
+            if position >= end:
+                return out
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{topic}[{partition}] offsets {start}..{end - 1}: not read in {timeout_s}s"
+                )
+        return out
+    finally:
+        consumer.close()
+
+
+def group_start_offset(kafka: KafkaSettings, group_id: str, topic: str, partition: int) -> int:
+    """Where `group_id` resumes reading a partition: its committed offset, else the log start
+    (auto.offset.reset=earliest)."""
+    consumer = Consumer(kafka.confluent_config() | {"group.id": group_id, "enable.auto.commit": False})
+    try:
+        committed = consumer.committed([TopicPartition(topic, partition)], timeout=15)[0].offset
+        if committed >= 0:
+            return int(committed)
+        low, _ = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=15)
+        return int(low)
     finally:
         consumer.close()

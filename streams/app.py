@@ -18,6 +18,7 @@ Two agents, each a thin shell around the pure core (enrich, dedup, windows):
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -26,13 +27,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
 
 from callstream import logs, topics
 from callstream.settings import KafkaSettings
+from callstream.topic_reader import group_start_offset, read_range
 from producers.contract import (
     RawCallEvent,
     RejectedEvent,
@@ -80,6 +82,7 @@ class Counters:
     duplicates: int = 0
     rerouted: int = 0
     late: int = 0
+    skipped_read: int = 0  # input messages the consumer moved past, read directly
     partials_merged: int = 0
     partials_skipped: int = 0
     windows_published: int = 0
@@ -111,6 +114,7 @@ class StreamPipeline:
         self.partials = app.topic(kafka.topic(partials_name), partitions=self.partitions, **raw)
         self.aggregates = app.topic(kafka.topic(topics.AGGREGATES), **raw)
         self.source_name = kafka.topic(source_name)
+        self.kafka = kafka
         # value_type=bytes makes faust use the raw codec for the changelog: values come back from
         # recovery exactly as written (orjson bytes). Keys are strings (json codec).
         table_options: dict[str, Any] = {"partitions": self.partitions, "key_type": str, "value_type": bytes}
@@ -131,15 +135,50 @@ class StreamPipeline:
 
     async def process_calls(self, event: faust.types.EventT) -> None:
         message = event.message
-        partition, offset = message.partition, message.offset
+        topic, partition, offset = message.topic, message.partition, message.offset
+        stream_time, expected = self._progress(partition)
+        if expected is None:  # nothing recorded yet: where the group's consumer starts
+            expected = await asyncio.get_running_loop().run_in_executor(
+                None, group_start_offset, self.kafka, self.app.conf.id, topic, partition
+            )
+        if offset > expected:
+            stream_time = await self._read_skipped(message.tp, expected, offset, stream_time)
+        await self._process(topic, partition, offset, event.value, stream_time)
+
+    async def _read_skipped(self, tp: faust.types.TP, start: int, end: int, stream_time: int) -> int:
+        """Process the input at offsets start..end-1, which the consumer moved past unprocessed.
+
+        faust-streaming 0.15.3 drops messages fetched while a worker finishes table recovery
+        (Recovery.on_recovery_completed clears the agents' queues after resuming the partitions),
+        and its commit can then move past them. The recorded next offset of each partition shows
+        the hole; reading it directly makes the loss impossible. Reading more than was skipped is
+        harmless: reprocessing a message yields what its first processing yielded."""
+        log.warning(
+            "input skipped by the consumer, reading it directly",
+            topic=tp.topic,
+            partition=tp.partition,
+            offsets=f"{start}..{end - 1}",
+        )
+        loop = asyncio.get_running_loop()
+        skipped = await loop.run_in_executor(None, read_range, self.kafka, tp.topic, tp.partition, start, end)
+        for message in skipped:
+            stream_time = await self._process(
+                tp.topic, tp.partition, message.offset(), message.value(), stream_time
+            )
+        self.counters.skipped_read += len(skipped)
+        # faust waits for acks of these offsets before it commits past them: it never will get them.
+        await cast(Any, self.app.consumer)._add_gap(tp, start, end - 1)
+        return stream_time
+
+    async def _process(self, topic: str, partition: int, offset: int, value: bytes, stream_time: int) -> int:
+        """One raw message (a batch of events); returns the partition's new stream time."""
         self.counters.messages += 1
         self.last_activity = time.monotonic()
-        valid, rejected = decode_events(event.value)
+        valid, rejected = decode_events(value)
         for rejection in rejected:
-            await self.deadletter.send(value=self._dead_letter(rejection, message.topic, partition, offset))
+            await self.deadletter.send(value=self._dead_letter(rejection, topic, partition, offset))
         self.counters.invalid += len(rejected)
         valid = await self._reroute(valid, partition)
-        stream_time = self._stream_time(partition)
         times = [epoch_ms(e.event_time) for e in valid]
         index = self._dedup_index(partition)
         verdicts = index.admit(offset, zip((e.event_id for e in valid), times, strict=True))
@@ -150,12 +189,12 @@ class StreamPipeline:
         docs, late, stream_time = self._enrich(fresh, stream_time)
         self.counters.valid += len(docs)
         self.counters.late += len(late)
-        self.stream_times[str(partition)] = orjson.dumps(stream_time)
+        self.stream_times[str(partition)] = orjson.dumps([stream_time, offset + 1])
         for chunk in _chunks_by_bytes(docs, self.settings.enriched_max_bytes):
             await self.enriched.send(value=chunk)
         if late:
             await self.late.send(value=orjson.dumps(late, option=JSON_OPTIONS))
-        source = f"{message.topic}:{partition}"
+        source = f"{topic}:{partition}"
         by_partition: dict[int, dict[str, Any]] = defaultdict(dict)
         for window, state in rollup(fold_minutes(docs)).items():
             key = window.encode()
@@ -165,6 +204,7 @@ class StreamPipeline:
             await self.partials.send(value=orjson.dumps(body), partition=target)
         for gone in index.expire(stream_time):
             self.dedup_table.pop(f"{partition}:{gone}", None)
+        return stream_time
 
     async def _reroute(self, events: list[RawCallEvent], partition: int) -> list[RawCallEvent]:
         """Events whose id belongs to another partition go there, so that dedup sees every copy."""
@@ -196,9 +236,14 @@ class StreamPipeline:
             docs.append(doc)
         return docs, late, stream_time
 
-    def _stream_time(self, partition: int) -> int:
+    def _progress(self, partition: int) -> tuple[int, int | None]:
+        """The partition's stream time and the offset of the next message to process (None if
+        not recorded: nothing processed yet, or a record from before offsets were recorded)."""
         raw = self.stream_times.get(str(partition))
-        return int(orjson.loads(raw)) if raw else 0
+        if not raw:
+            return 0, None
+        record = orjson.loads(raw)
+        return (int(record), None) if isinstance(record, int) else (int(record[0]), int(record[1]))
 
     def _dedup_index(self, partition: int) -> DedupIndex:
         index = self.dedup_indexes.get(partition)
