@@ -185,7 +185,7 @@ class StreamPipeline:
         fresh = [(e, at) for e, at, ok in zip(valid, times, verdicts, strict=True) if ok]
         self.counters.duplicates += len(valid) - len(fresh)
         if fresh:  # the index recorded this batch's ids and newest event time: persist that record
-            self.dedup_table[f"{partition}:{offset}"] = orjson.dumps(index.batches[offset])
+            self.dedup_table[f"{partition}:{offset}"] = index.batches[offset]
         docs, late, stream_time = self._enrich(fresh, stream_time)
         self.counters.valid += len(docs)
         self.counters.late += len(late)
@@ -250,10 +250,9 @@ class StreamPipeline:
         if index is None:
             index = self.dedup_indexes[partition] = DedupIndex(self.settings.dedup_horizon_ms)
             prefix = f"{partition}:"
-            for key, value in self.dedup_table.items():
+            for key, record in self.dedup_table.items():
                 if key.startswith(prefix):
-                    ids, max_ms = orjson.loads(value)
-                    index.remember(int(key[len(prefix) :]), ids, max_ms)
+                    index.restore(int(key[len(prefix) :]), record)
         return index
 
     def _dead_letter(self, rejection: RejectedEvent, topic: str, partition: int, offset: int) -> bytes:

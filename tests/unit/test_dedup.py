@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import orjson
+
 from streams.dedup import DedupIndex
 
 HOUR = 3_600_000
@@ -60,8 +62,8 @@ def test_replay_equals_first_run_on_random_batches() -> None:
         assert first_run.admit(offset, batch) == got
     # A worker rebuilding its index from what was remembered also agrees.
     rebuilt = DedupIndex(horizon_ms=HOUR)
-    for offset, (remembered, max_ms) in first_run.batches.items():
-        rebuilt.remember(offset, remembered, max_ms)
+    for offset, record in first_run.batches.items():
+        rebuilt.restore(offset, record)
     for (offset, batch), got in zip(batches[150:], verdicts[150:], strict=True):
         assert rebuilt.admit(offset, batch) == got
 
@@ -74,12 +76,12 @@ def test_expiry_by_horizon() -> None:
     # Batch 0's newest event (1 000) falls out once the stream passes 1 000 + horizon.
     assert index.expire(1_000 + HOUR) == []
     assert index.expire(1_001 + HOUR) == [0]
-    assert 0 not in index.batches and "old" not in index.first_offset
-    assert "mid" in index.first_offset
+    assert 0 not in index.batches and not index.remembers("old")
+    assert index.remembers("mid")
     # An id past the horizon counts again: it is a new event as far as the index can tell.
     assert index.admit(3, [("old", 2_000 + HOUR), ("mid", 2_000 + HOUR)]) == [True, False]
     assert index.expire(10 * HOUR) == [1, 2, 3]
-    assert index.first_offset == {} and index.batches == {}
+    assert index.batches == {} and not any(index.remembers(i) for i in ("old", "mid", "new"))
 
 
 def test_an_id_is_remembered_from_its_first_batch_only() -> None:
@@ -90,3 +92,40 @@ def test_an_id_is_remembered_from_its_first_batch_only() -> None:
     assert index.expire(2 * HOUR) == [0]
     # "a" was remembered with batch 0 only: once that batch is past the horizon, "a" counts again.
     assert index.admit(7, [("b", 3 * HOUR), ("a", 3 * HOUR)]) == [False, True]
+
+
+def test_records_written_before_fingerprints_are_read() -> None:
+    index = DedupIndex(horizon_ms=HOUR)
+    index.restore(4, orjson.dumps([["a", "b"], 1_000]))
+    assert index.admit(5, ids("b", "c")) == [False, True]
+    assert index.admit(4, ids("a", "b")) == [True, True]  # batch 4 reprocessed: its own ids count
+
+
+def test_many_ids_through_sealing_compaction_and_expiry() -> None:
+    """Enough ids to seal many segments and compact them, checked against a plain dict model."""
+    rng = random.Random(11)
+    index = DedupIndex(horizon_ms=50_000)
+    model: dict[str, tuple[int, int]] = {}  # id -> (first offset, that batch's newest ms)
+    batch_max: dict[int, int] = {}
+    for offset in range(400):
+        now = offset * 1_000
+        batch = [(f"id{rng.randrange(60_000)}", now) for _ in range(300)]
+        live = {i: first for i, (first, _) in model.items() if first in batch_max}
+        want, seen = [], set()
+        for event_id, _ in batch:
+            first = live.get(event_id)
+            want.append((first is None or first == offset) and event_id not in seen)
+            seen.add(event_id)
+        assert index.admit(offset, batch) == want, offset
+        if any(want):
+            batch_max[offset] = now
+            for (event_id, _), fresh in zip(batch, want, strict=True):
+                if fresh:
+                    model[event_id] = (offset, now)
+        expired = sorted(o for o, ms in batch_max.items() if ms < now - 50_000)
+        assert index.expire(now) == expired
+        for o in expired:
+            del batch_max[o]
+    assert index.batches.keys() == batch_max.keys()
+    stored = len(index._recent) + sum(len(f) for f, _ in index._segments)
+    assert stored <= 2 * sum((len(r) - 9) // 8 for r in index.batches.values()) + 8192
