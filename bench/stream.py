@@ -51,7 +51,7 @@ from rich.table import Table
 
 from callstream import topics
 from callstream.settings import KafkaSettings
-from callstream.topic_reader import reader_consumer
+from callstream.topic_reader import iter_until_idle, reader_consumer
 from infra.processes import stop_process
 
 REPO = Path(__file__).resolve().parent.parent
@@ -521,41 +521,12 @@ def _tail(path: Path, chars: int = 2000) -> str:
     return path.read_text(errors="replace")[-chars:]
 
 
-def _read_values(kafka: KafkaSettings, topic: str, idle_s: float = 3.0) -> Iterator[bytes]:
-    """Every message value of `topic`: up to its high watermarks and then until nothing more comes
-    (Tansu's watermark can lag its newest batch), or until nothing arrives for `idle_s`."""
-    from confluent_kafka import TopicPartition
-
-    consumer = reader_consumer(kafka)
-    try:
-        ends: dict[int, int] = {}
-        assignment = []
-        for partition in consumer.list_topics(topic, timeout=15).topics[topic].partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=15)
-            if high > low:
-                ends[partition] = high
-                assignment.append(TopicPartition(topic, partition, low))
-        if not assignment:
-            return
-        consumer.assign(assignment)
-        last_message = time.monotonic()
-        while time.monotonic() - last_message < (idle_s if ends else 0.5):
-            for message in consumer.consume(1000, 0.2):
-                if message.error():
-                    continue
-                last_message = time.monotonic()
-                yield message.value() or b""
-                if message.offset() + 1 >= ends.get(message.partition(), 0):
-                    ends.pop(message.partition(), None)
-    finally:
-        consumer.close()
-
-
 def _distinct_events(kafka: KafkaSettings, topic: str) -> tuple[int, int]:
     """Distinct event ids and messages in an enriched topic, read in full (outside the timing)."""
     ids: set[str] = set()
     messages = 0
-    for value in _read_values(kafka, topic):
+    for message in iter_until_idle(kafka, topic, idle_s=3.0, timeout_s=None):
+        value = message.value() or b""
         messages += 1
         doc = orjson.loads(value)
         for event in doc if isinstance(doc, list) else [doc]:

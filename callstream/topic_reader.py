@@ -106,3 +106,35 @@ def group_start_offset(kafka: KafkaSettings, group_id: str, topic: str, partitio
         return int(low)
     finally:
         consumer.close()
+
+
+def iter_until_idle(
+    kafka: KafkaSettings, topic: str, idle_s: float = 2.0, timeout_s: float | None = 60.0
+) -> Iterator[Message]:
+    """Every message of `topic` from the start, read until none has arrived for `idle_s` (0.5 s
+    once every partition reached the high watermark seen at the start). For brokers whose high
+    watermark lags their newest records (Tansu's is the base offset of its newest batch + 1), where
+    `iter_to_end` would stop early; TimeoutError if the topic keeps growing for `timeout_s`."""
+    consumer = reader_consumer(kafka)
+    try:
+        ends: dict[int, int] = {}
+        assignment = []
+        for partition in consumer.list_topics(topic, timeout=15).topics[topic].partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=15)
+            if high > low:
+                ends[partition] = high
+            assignment.append(TopicPartition(topic, partition, low))
+        consumer.assign(assignment)
+        started = last = time.monotonic()
+        while time.monotonic() - last < (idle_s if ends else min(idle_s, 0.5)):
+            if timeout_s is not None and time.monotonic() - started > timeout_s:
+                raise TimeoutError(f"{topic} kept growing for {timeout_s}s")
+            for message in consumer.consume(1000, 0.2):
+                if message.error():
+                    continue
+                last = time.monotonic()
+                yield message
+                if message.offset() + 1 >= ends.get(message.partition(), 0):
+                    ends.pop(message.partition(), None)
+    finally:
+        consumer.close()
