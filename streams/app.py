@@ -51,6 +51,7 @@ from streams.windows import WindowKey, WindowState, expired, fold_minutes, rollu
 log = logs.get(__name__)
 
 MINUTE_MS = 60_000
+INPUT_QUIET_S = 10.0  # a partition this long without input is checked for input left behind
 JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
 
@@ -83,6 +84,7 @@ class Counters:
     rerouted: int = 0
     late: int = 0
     skipped_read: int = 0  # input messages the consumer moved past, read directly
+    refetched: int = 0  # times the consumer was sent back to input left at a partition's end
     partials_merged: int = 0
     partials_skipped: int = 0
     windows_published: int = 0
@@ -130,20 +132,58 @@ class StreamPipeline:
         self.window_cache: dict[str, WindowEntry] = {}
         self.window_time_ms = 0
         self.republish_pending = False
+        self.last_input: dict[int, float] = {}  # partition -> when its last message was delivered
+        self.assigned_at = time.monotonic()
 
     # -- process_calls ---------------------------------------------------------------------------
 
     async def process_calls(self, event: faust.types.EventT) -> None:
         message = event.message
         topic, partition, offset = message.topic, message.partition, message.offset
+        self.last_input[partition] = time.monotonic()
         stream_time, expected = self._progress(partition)
-        if expected is None:  # nothing recorded yet: where the group's consumer starts
-            expected = await asyncio.get_running_loop().run_in_executor(
-                None, group_start_offset, self.kafka, self.app.conf.id, topic, partition
-            )
+        if expected is None:
+            expected = await self._group_start(message.tp)
         if offset > expected:
             stream_time = await self._read_skipped(message.tp, expected, offset, stream_time)
         await self._process(topic, partition, offset, event.value, stream_time)
+
+    async def fetch_input_left_behind(self) -> None:
+        """A hole at the end of a partition shows only when the partition's next message arrives.
+        When a partition has been quiet for a while, compare its recorded next offset with its end;
+        if input lies between, seek the consumer back to it, so that it comes through the agent."""
+        consumer = cast(Any, self.app.consumer)
+        now = time.monotonic()
+        quiet = [
+            tp
+            for tp in consumer.assignment()
+            if tp.topic == self.source_name
+            and now - max(self.last_input.get(tp.partition, 0.0), self.assigned_at) > INPUT_QUIET_S
+        ]
+        if not quiet:
+            return
+        ends = await consumer.highwaters(*quiet)
+        for tp in quiet:
+            _, expected = self._progress(tp.partition)
+            if expected is None:
+                expected = await self._group_start(tp)
+            end = ends.get(tp)
+            if end is not None and end > expected:
+                log.warning(
+                    "input left behind at the end of a partition, fetching it again",
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    offsets=f"{expected}..{end - 1}",
+                )
+                self.counters.refetched += 1
+                self.last_input[tp.partition] = now  # give the consumer time to deliver it
+                await consumer.seek(tp, expected)
+
+    async def _group_start(self, tp: faust.types.TP) -> int:
+        """Where the group's consumer starts on a partition this app has recorded nothing for."""
+        return await asyncio.get_running_loop().run_in_executor(
+            None, group_start_offset, self.kafka, self.app.conf.id, tp.topic, tp.partition
+        )
 
     async def _read_skipped(self, tp: faust.types.TP, start: int, end: int, stream_time: int) -> int:
         """Process the input at offsets start..end-1, which the consumer moved past unprocessed.
@@ -312,6 +352,7 @@ class StreamPipeline:
         """After recovery, publish every window this worker now owns once more, in case a crash
         came between a window's changelog write and its publication (versions make it harmless)."""
         self.republish_pending = False
+        self.assigned_at = time.monotonic()  # partitions count as quiet from here, not from the revoke
         count = 0
         for key, raw in list(self.windows.items()):
             if raw and key not in self.window_cache:
@@ -446,6 +487,12 @@ def create_app(
         recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
         if pipeline.republish_pending and not app.rebalancing and recovered:
             await pipeline.republish_windows()
+
+    @app.timer(interval=5.0)
+    async def fetch_input_left_behind() -> None:
+        recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
+        if recovered and not app.rebalancing and not pipeline.republish_pending:
+            await pipeline.fetch_input_left_behind()
 
     @app.timer(interval=5.0)
     async def report() -> None:

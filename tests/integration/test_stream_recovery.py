@@ -375,3 +375,38 @@ def test_input_the_consumer_moved_past_is_read_directly(servers: LocalServers, t
         assert poll(committed_to_the_end, 30), f"commits stalled: {group_offsets(pipeline)}"
     finally:
         pipeline.stop_all()
+
+
+def test_input_left_behind_at_a_partitions_end_is_fetched_again(
+    servers: LocalServers, tmp_path: Path
+) -> None:
+    """The same loss at the end of the input: the group's commits are moved past the last 1,500
+    events and nothing more arrives, so no later message reveals the hole. The worker checks quiet
+    partitions against their end and sends its consumer back to the input it left behind."""
+    pipeline = new_pipeline(servers, tmp_path)
+    events = synthetic.generate(4500, seed=32, start=START, rate_per_s=50)
+    try:
+        first = pipeline.start_stream_worker()
+        publish_all(pipeline, events[:3000])
+        pipeline.wait_for_aggregates(expected_windows(events[:3000]), timeout_s=90)
+        assert pipeline.stop(first) == 0, pipeline.logs()
+        _, before = group_offsets(pipeline)
+        publish_all(pipeline, events[3000:])
+        _, after = group_offsets(pipeline)
+        commit_group(pipeline, after)
+
+        worker = pipeline.start_stream_worker()
+        pipeline.wait_for_aggregates(expected_windows(events), timeout_s=90)
+        warned = {
+            w["partition"]
+            for w in log_events(worker, "input left behind at the end of a partition, fetching it again")
+        }
+        assert warned == {p for p, (a, b) in enumerate(zip(after, before, strict=True)) if a > b}
+
+        def committed_to_the_end() -> bool:
+            committed, highs = group_offsets(pipeline)
+            return committed == highs
+
+        assert poll(committed_to_the_end, 30), f"commits stalled: {group_offsets(pipeline)}"
+    finally:
+        pipeline.stop_all()
