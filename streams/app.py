@@ -8,7 +8,9 @@ Two agents, each a thin shell around the pure core (enrich, dedup, windows):
   enriched batch, and pre-aggregates the whole batch into partial window states, which go to the
   partials topic by window. Work is per batch, so a hot model costs one partial per batch, not
   one table write per event. Every output is attached to the input message: faust publishes
-  it before it commits the input offset (at-least-once).
+  it before it commits the input offset (at-least-once). It also records each partition's next
+  offset, and reads input its consumer moved past (faust-streaming drops input fetched during
+  recovery; see `_read_skipped` and `fetch_input_left_behind`).
 - `merge_windows` reads partials in batches, merges them into the window table (its changelog is
   what a restarted worker recovers), then publishes each changed window once, with a growing
   version, and only then acks its inputs. A partial carries its source (topic:partition, offset),
