@@ -10,7 +10,7 @@ Two agents, each a thin shell around the pure core (enrich, dedup, windows):
   one table write per event. Every output is attached to the input message: faust publishes
   it before it commits the input offset (at-least-once). It also records each partition's next
   offset, and reads input its consumer moved past (faust-streaming drops input fetched during
-  recovery; see `_read_skipped` and `fetch_input_left_behind`).
+  recovery; see "input continuity" below), as does `merge_windows`.
 - `merge_windows` reads partials in batches, merges them into the window table (its changelog is
   what a restarted worker recovers), then publishes each changed window once, with a growing
   version, and only then acks its inputs. A partial carries its source (topic:partition, offset),
@@ -33,6 +33,7 @@ from typing import Any, cast
 
 import faust
 import orjson
+from confluent_kafka import Message
 
 from callstream import logs, topics
 from callstream.settings import KafkaSettings
@@ -53,7 +54,6 @@ from streams.windows import WindowKey, WindowState, expired, fold_minutes, rollu
 log = logs.get(__name__)
 
 MINUTE_MS = 60_000
-INPUT_QUIET_S = 10.0  # a partition this long without input is checked for input left behind
 JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
 
@@ -118,6 +118,7 @@ class StreamPipeline:
         self.partials = app.topic(kafka.topic(partials_name), partitions=self.partitions, **raw)
         self.aggregates = app.topic(kafka.topic(topics.AGGREGATES), **raw)
         self.source_name = kafka.topic(source_name)
+        self.partials_name = kafka.topic(partials_name)
         self.kafka = kafka
         # value_type=bytes makes faust use the raw codec for the changelog: values come back from
         # recovery exactly as written (orjson bytes). Keys are strings (json codec).
@@ -130,11 +131,14 @@ class StreamPipeline:
         # table is written while a batch is flushed.
         partitions = self.partitions
         self.windows.partition_for_key = lambda key: window_partition(key, partitions)  # type: ignore[method-assign]
+        # Next offset to merge per partials partition, keyed by that partition (and kept there).
+        self.merge_progress = app.Table("merge-progress", **table_options)
+        self.merge_progress.partition_for_key = lambda key: int(key)  # type: ignore[method-assign]
         self.dedup_indexes: dict[int, DedupIndex] = {}
         self.window_cache: dict[str, WindowEntry] = {}
         self.window_time_ms = 0
         self.republish_pending = False
-        self.last_input: dict[int, float] = {}  # partition -> when its last message was delivered
+        self.last_input: dict[faust.types.TP, float] = {}  # when each input partition last delivered
         self.assigned_at = time.monotonic()
 
     # -- process_calls ---------------------------------------------------------------------------
@@ -142,13 +146,43 @@ class StreamPipeline:
     async def process_calls(self, event: faust.types.EventT) -> None:
         message = event.message
         topic, partition, offset = message.topic, message.partition, message.offset
-        self.last_input[partition] = time.monotonic()
-        stream_time, expected = self._progress(partition)
-        if expected is None:
-            expected = await self._group_start(message.tp)
-        if offset > expected:
-            stream_time = await self._read_skipped(message.tp, expected, offset, stream_time)
+        stream_time, _ = self._progress(partition)
+        for skipped in await self._input_skipped_before(message.tp, offset):
+            stream_time = await self._process(
+                topic, partition, skipped.offset(), skipped.value(), stream_time
+            )
         await self._process(topic, partition, offset, event.value, stream_time)
+
+    # -- input continuity --------------------------------------------------------------------------
+    # faust-streaming 0.15.3 drops messages fetched while a worker finishes table recovery
+    # (Recovery.on_recovery_completed clears the agents' queues after resuming the partitions), and
+    # its commit can then move past them. Both agents record the next offset of every input
+    # partition in a changelogged table; a message beyond it reveals a hole, which is read directly,
+    # and a timer finds holes at the end of quiet partitions. Reading more than was skipped is
+    # harmless: reprocessing a raw message yields what its first processing yielded, and windows
+    # skip partials of source offsets they merged.
+
+    async def _input_skipped_before(self, tp: faust.types.TP, offset: int) -> list[Message]:
+        """The messages of `tp` between its recorded next offset and `offset`, which the consumer
+        moved past unprocessed (usually none). faust is told they are done, for its commits."""
+        self.last_input[tp] = time.monotonic()
+        expected = await self._expected_offset(tp)
+        if offset <= expected:
+            return []
+        log.warning(
+            "input skipped by the consumer, reading it directly",
+            topic=tp.topic,
+            partition=tp.partition,
+            offsets=f"{expected}..{offset - 1}",
+        )
+        loop = asyncio.get_running_loop()
+        skipped = await loop.run_in_executor(
+            None, read_range, self.kafka, tp.topic, tp.partition, expected, offset
+        )
+        self.counters.skipped_read += len(skipped)
+        # faust waits for acks of these offsets before it commits past them: it never will get them.
+        await cast(Any, self.app.consumer)._add_gap(tp, expected, offset - 1)
+        return skipped
 
     async def fetch_input_left_behind(self) -> None:
         """A hole at the end of a partition shows only when the partition's next message arrives.
@@ -159,16 +193,14 @@ class StreamPipeline:
         quiet = [
             tp
             for tp in consumer.assignment()
-            if tp.topic == self.source_name
-            and now - max(self.last_input.get(tp.partition, 0.0), self.assigned_at) > INPUT_QUIET_S
+            if tp.topic in (self.source_name, self.partials_name)
+            and now - max(self.last_input.get(tp, 0.0), self.assigned_at) > self.settings.input_quiet_s
         ]
         if not quiet:
             return
         ends = await consumer.highwaters(*quiet)
         for tp in quiet:
-            _, expected = self._progress(tp.partition)
-            if expected is None:
-                expected = await self._group_start(tp)
+            expected = await self._expected_offset(tp)
             end = ends.get(tp)
             if end is not None and end > expected:
                 log.warning(
@@ -178,39 +210,22 @@ class StreamPipeline:
                     offsets=f"{expected}..{end - 1}",
                 )
                 self.counters.refetched += 1
-                self.last_input[tp.partition] = now  # give the consumer time to deliver it
+                self.last_input[tp] = now  # give the consumer time to deliver it
                 await consumer.seek(tp, expected)
 
-    async def _group_start(self, tp: faust.types.TP) -> int:
-        """Where the group's consumer starts on a partition this app has recorded nothing for."""
+    async def _expected_offset(self, tp: faust.types.TP) -> int:
+        """The next offset to process on an input partition: as recorded, else (nothing recorded
+        yet) where the group's consumer starts."""
+        if tp.topic == self.source_name:
+            _, recorded = self._progress(tp.partition)
+        else:
+            raw = self.merge_progress.get(str(tp.partition))
+            recorded = int(raw) if raw else None
+        if recorded is not None:
+            return recorded
         return await asyncio.get_running_loop().run_in_executor(
             None, group_start_offset, self.kafka, self.app.conf.id, tp.topic, tp.partition
         )
-
-    async def _read_skipped(self, tp: faust.types.TP, start: int, end: int, stream_time: int) -> int:
-        """Process the input at offsets start..end-1, which the consumer moved past unprocessed.
-
-        faust-streaming 0.15.3 drops messages fetched while a worker finishes table recovery
-        (Recovery.on_recovery_completed clears the agents' queues after resuming the partitions),
-        and its commit can then move past them. The recorded next offset of each partition shows
-        the hole; reading it directly makes the loss impossible. Reading more than was skipped is
-        harmless: reprocessing a message yields what its first processing yielded."""
-        log.warning(
-            "input skipped by the consumer, reading it directly",
-            topic=tp.topic,
-            partition=tp.partition,
-            offsets=f"{start}..{end - 1}",
-        )
-        loop = asyncio.get_running_loop()
-        skipped = await loop.run_in_executor(None, read_range, self.kafka, tp.topic, tp.partition, start, end)
-        for message in skipped:
-            stream_time = await self._process(
-                tp.topic, tp.partition, message.offset(), message.value(), stream_time
-            )
-        self.counters.skipped_read += len(skipped)
-        # faust waits for acks of these offsets before it commits past them: it never will get them.
-        await cast(Any, self.app.consumer)._add_gap(tp, start, end - 1)
-        return stream_time
 
     async def _process(self, topic: str, partition: int, offset: int, value: bytes, stream_time: int) -> int:
         """One raw message (a batch of events); returns the partition's new stream time."""
@@ -318,9 +333,17 @@ class StreamPipeline:
     async def merge_windows(self, events: Sequence[faust.types.EventT]) -> None:
         """Merge a batch of partials, then publish every changed window once."""
         self.last_activity = time.monotonic()
-        changed: set[str] = set()
+        by_partition: dict[faust.types.TP, list[bytes]] = {}
+        next_offsets: dict[int, int] = {}
         for event in events:
-            body = orjson.loads(event.value)
+            tp, offset = event.message.tp, event.message.offset
+            if tp not in by_partition:
+                by_partition[tp] = [m.value() for m in await self._input_skipped_before(tp, offset)]
+            by_partition[tp].append(event.value)
+            next_offsets[tp.partition] = offset + 1
+        changed: set[str] = set()
+        for value in (value for values in by_partition.values() for value in values):
+            body = orjson.loads(value)
             source, offset = body["src"], body["o"]
             self.window_time_ms = max(self.window_time_ms, body["st"])
             for key, wire in body["w"].items():
@@ -340,6 +363,8 @@ class StreamPipeline:
             await self._publish(key, self.window_cache[key])
         for key in sorted(changed):
             self.windows[key] = self.window_cache[key].to_bytes()
+        for partition, next_offset in next_offsets.items():
+            self.merge_progress[str(partition)] = str(next_offset).encode()
         self.counters.windows_published += len(changed)
         self._expire_windows()
         await self.app.producer.flush()

@@ -38,6 +38,8 @@ class StreamSettings(BaseSettings):
     use_genai_prices: bool = True  # price models the override files lack from genai-prices
     web_port: int = 6066
     web_bind: str = "127.0.0.1"
+    # An input partition this long without messages is checked for input its consumer left behind.
+    input_quiet_s: float = Field(default=10.0, gt=0)
     stream_buffer_maxsize: int = Field(default=16, ge=1)  # messages (each a batch) buffered per partition
     log_level: str = "INFO"
     # faust's working directory (its table metadata), one subdirectory per app id.

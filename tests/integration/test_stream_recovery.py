@@ -274,8 +274,8 @@ def test_sigterm_and_restart_mid_run_with_duplicates_is_exact(servers: LocalServ
 def test_worker_added_then_stopped_mid_run_is_exact(tansu: TansuServer, tmp_path: Path) -> None:
     """Scale out, then in, with input arriving throughout: a second worker joins (both rebalance
     and recover), then the first stops gracefully (the second takes over all partitions). On Tansu:
-    on noida-db the survivor's rejoin after the other member left mid-run stalled in one of two runs
-    (commits failing with IllegalGeneration, no new assignment), an emulator limit, not this app's."""
+    on noida-db the survivor's rejoin after the other member left mid-run stalled in one run here
+    (its commits failed with IllegalGeneration and no new assignment came; not investigated further)."""
     pipeline = new_pipeline(cast(LocalServers, tansu), tmp_path)
     events = synthetic.generate(12_000, seed=9, start=START, rate_per_s=50)
     duplicates = random.Random(9).sample(events[:9000], 300)
@@ -336,43 +336,52 @@ def commit_group(pipeline: Pipeline, offsets: list[int]) -> None:
         consumer.close()
 
 
+def commits_reached_the_end(pipeline: Pipeline) -> bool:
+    committed, highs = group_offsets(pipeline)
+    return committed == highs
+
+
+def skip_input_behind_the_worker(
+    pipeline: Pipeline, processed: list[RawCallEvent], skipped: list[RawCallEvent]
+) -> dict[int, int]:
+    """Run a worker over `processed` and stop it; publish `skipped` and move the group's commits
+    past it, as faust's recovery bug does. Returns the skipped messages per partition that got any."""
+    first = pipeline.start_stream_worker()
+    publish_all(pipeline, processed)
+    pipeline.wait_for_aggregates(expected_windows(processed), timeout_s=90)
+    assert pipeline.stop(first) == 0, pipeline.logs()
+    _, before = group_offsets(pipeline)
+    publish_all(pipeline, skipped)
+    _, after = group_offsets(pipeline)
+    commit_group(pipeline, after)
+    return {p: a - b for p, (a, b) in enumerate(zip(after, before, strict=True)) if a > b}
+
+
 def test_input_the_consumer_moved_past_is_read_directly(servers: LocalServers, tmp_path: Path) -> None:
-    """What faust's recovery bug leaves behind, made on purpose: while the worker is stopped, its
-    group's commits are moved past input it never processed. The restarted worker sees the hole
-    in its recorded progress, reads exactly that input directly, the aggregates are exact, and its
-    commits then reach the end of every partition (faust is told those offsets are done)."""
+    """While the worker is stopped, its group's commits are moved past 1,500 events it never
+    processed. The restarted worker sees the hole in its recorded progress when the next input
+    arrives, reads that input directly, the aggregates are exact, and its commits then reach the
+    end of every partition (faust is told those offsets are done)."""
     pipeline = new_pipeline(servers, tmp_path)
     events = synthetic.generate(6000, seed=31, start=START, rate_per_s=50)
     try:
-        first = pipeline.start_stream_worker()
-        publish_all(pipeline, events[:3000])
-        pipeline.wait_for_aggregates(expected_windows(events[:3000]), timeout_s=90)
-        assert pipeline.stop(first) == 0, pipeline.logs()
-        _, before = group_offsets(pipeline)
-        publish_all(pipeline, events[3000:4500])
-        _, after = group_offsets(pipeline)
-        commit_group(pipeline, after)  # the group now starts past 1,500 events it never saw
-        skipped_messages = sum(a - b for a, b in zip(after, before, strict=True))
-        assert skipped_messages > 0
-
-        worker = pipeline.start_stream_worker()
+        holes = skip_input_behind_the_worker(pipeline, events[:3000], events[3000:4500])
+        # The check of quiet partitions (next test) is off here: it would heal these holes too.
+        worker = pipeline.start_stream_worker(CALLSTREAM_STREAM_INPUT_QUIET_S="3600")
         publish_all(pipeline, events[4500:])
         pipeline.wait_for_aggregates(expected_windows(events), timeout_s=90)
-        assert poll(lambda: messages_processed(worker) > 0, 15)
-        # At least what was skipped: the progress record of a partition may trail its last commit,
+        # At least the skipped input: the progress record of a partition may trail its last commit,
         # and then a little more is read again (harmlessly: the aggregates above are exact).
+        assert poll(lambda: messages_processed(worker) > 0, 15)
         progress = log_events(worker, "stream progress")[-1]
-        assert progress["skipped_read"] >= skipped_messages, pipeline.logs()
+        assert progress["skipped_read"] >= sum(holes.values()), pipeline.logs()
         warned = {
             w["partition"] for w in log_events(worker, "input skipped by the consumer, reading it directly")
         }
-        assert warned >= {p for p, (a, b) in enumerate(zip(after, before, strict=True)) if a > b}
-
-        def committed_to_the_end() -> bool:
-            committed, highs = group_offsets(pipeline)
-            return committed == highs
-
-        assert poll(committed_to_the_end, 30), f"commits stalled: {group_offsets(pipeline)}"
+        assert warned >= holes.keys()
+        assert poll(lambda: commits_reached_the_end(pipeline), 30), (
+            f"commits stalled: {group_offsets(pipeline)}"
+        )
     finally:
         pipeline.stop_all()
 
@@ -380,33 +389,22 @@ def test_input_the_consumer_moved_past_is_read_directly(servers: LocalServers, t
 def test_input_left_behind_at_a_partitions_end_is_fetched_again(
     servers: LocalServers, tmp_path: Path
 ) -> None:
-    """The same loss at the end of the input: the group's commits are moved past the last 1,500
-    events and nothing more arrives, so no later message reveals the hole. The worker checks quiet
-    partitions against their end and sends its consumer back to the input it left behind."""
+    """The same loss at the end of the input: nothing arrives after the skipped 1,500 events, so no
+    later message reveals the hole. The worker checks quiet partitions against their end and sends
+    its consumer back to the input it left behind."""
     pipeline = new_pipeline(servers, tmp_path)
     events = synthetic.generate(4500, seed=32, start=START, rate_per_s=50)
     try:
-        first = pipeline.start_stream_worker()
-        publish_all(pipeline, events[:3000])
-        pipeline.wait_for_aggregates(expected_windows(events[:3000]), timeout_s=90)
-        assert pipeline.stop(first) == 0, pipeline.logs()
-        _, before = group_offsets(pipeline)
-        publish_all(pipeline, events[3000:])
-        _, after = group_offsets(pipeline)
-        commit_group(pipeline, after)
-
-        worker = pipeline.start_stream_worker()
+        holes = skip_input_behind_the_worker(pipeline, events[:3000], events[3000:])
+        worker = pipeline.start_stream_worker(CALLSTREAM_STREAM_INPUT_QUIET_S="3")
         pipeline.wait_for_aggregates(expected_windows(events), timeout_s=90)
         warned = {
             w["partition"]
             for w in log_events(worker, "input left behind at the end of a partition, fetching it again")
         }
-        assert warned == {p for p, (a, b) in enumerate(zip(after, before, strict=True)) if a > b}
-
-        def committed_to_the_end() -> bool:
-            committed, highs = group_offsets(pipeline)
-            return committed == highs
-
-        assert poll(committed_to_the_end, 30), f"commits stalled: {group_offsets(pipeline)}"
+        assert warned == holes.keys()
+        assert poll(lambda: commits_reached_the_end(pipeline), 30), (
+            f"commits stalled: {group_offsets(pipeline)}"
+        )
     finally:
         pipeline.stop_all()
