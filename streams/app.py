@@ -139,6 +139,7 @@ class StreamPipeline:
         self.window_time_ms = 0
         self.republish_pending = False
         self.last_input: dict[faust.types.TP, float] = {}  # when each input partition last delivered
+        self.group_starts: dict[faust.types.TP, int] = {}  # for partitions with nothing recorded
         self.assigned_at = time.monotonic()
 
     # -- process_calls ---------------------------------------------------------------------------
@@ -223,9 +224,11 @@ class StreamPipeline:
             recorded = int(raw) if raw else None
         if recorded is not None:
             return recorded
-        return await asyncio.get_running_loop().run_in_executor(
-            None, group_start_offset, self.kafka, self.app.conf.id, tp.topic, tp.partition
-        )
+        if tp not in self.group_starts:  # asked once per assignment, not on every timer tick
+            self.group_starts[tp] = await asyncio.get_running_loop().run_in_executor(
+                None, group_start_offset, self.kafka, self.app.conf.id, tp.topic, tp.partition
+            )
+        return self.group_starts[tp]
 
     async def _process(self, topic: str, partition: int, offset: int, value: bytes, stream_time: int) -> int:
         """One raw message (a batch of events); returns the partition's new stream time."""
@@ -413,6 +416,7 @@ class StreamPipeline:
         """After a rebalance, in-memory views are rebuilt from the tables, which faust recovered."""
         self.dedup_indexes.clear()
         self.window_cache.clear()
+        self.group_starts.clear()
         self.republish_pending = True
 
 
