@@ -94,20 +94,6 @@ def read_range(
         consumer.close()
 
 
-def group_start_offset(kafka: KafkaSettings, group_id: str, topic: str, partition: int) -> int:
-    """Where `group_id` resumes reading a partition: its committed offset, else the log start
-    (auto.offset.reset=earliest)."""
-    consumer = Consumer(kafka.confluent_config() | {"group.id": group_id, "enable.auto.commit": False})
-    try:
-        committed = consumer.committed([TopicPartition(topic, partition)], timeout=15)[0].offset
-        if committed >= 0:
-            return int(committed)
-        low, _ = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=15)
-        return int(low)
-    finally:
-        consumer.close()
-
-
 def iter_until_idle(
     kafka: KafkaSettings, topic: str, idle_s: float = 2.0, timeout_s: float | None = 60.0
 ) -> Iterator[Message]:

@@ -37,7 +37,7 @@ from confluent_kafka import Message
 
 from callstream import logs, topics
 from callstream.settings import KafkaSettings
-from callstream.topic_reader import group_start_offset, read_range
+from callstream.topic_reader import read_range
 from producers.contract import (
     RawCallEvent,
     RejectedEvent,
@@ -225,9 +225,13 @@ class StreamPipeline:
         if recorded is not None:
             return recorded
         if tp not in self.group_starts:  # asked once per assignment, not on every timer tick
-            self.group_starts[tp] = await asyncio.get_running_loop().run_in_executor(
-                None, group_start_offset, self.kafka, self.app.conf.id, tp.topic, tp.partition
-            )
+            # faust's consumer read the group's commits when it was assigned the partition; this
+            # asks no other client to talk to the group coordinator on the worker's behalf.
+            consumer = cast(Any, self.app.consumer)
+            committed = consumer._committed_offset[tp]
+            if committed is None:
+                committed = (await consumer.earliest_offsets(tp)).get(tp) or 0
+            self.group_starts[tp] = int(committed)
         return self.group_starts[tp]
 
     async def _process(self, topic: str, partition: int, offset: int, value: bytes, stream_time: int) -> int:
