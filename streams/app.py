@@ -147,8 +147,8 @@ class StreamPipeline:
     async def process_calls(self, event: faust.types.EventT) -> None:
         message = event.message
         topic, partition, offset = message.topic, message.partition, message.offset
-        stream_time, _ = self._progress(partition)
-        for skipped in await self._input_skipped_before(message.tp, offset):
+        stream_time, recorded = self._progress(partition)
+        for skipped in await self._input_skipped_before(message.tp, offset, recorded):
             stream_time = await self._process(
                 topic, partition, skipped.offset(), skipped.value(), stream_time
             )
@@ -163,11 +163,13 @@ class StreamPipeline:
     # harmless: reprocessing a raw message yields what its first processing yielded, and windows
     # skip partials of source offsets they merged.
 
-    async def _input_skipped_before(self, tp: faust.types.TP, offset: int) -> list[Message]:
-        """The messages of `tp` between its recorded next offset and `offset`, which the consumer
+    async def _input_skipped_before(
+        self, tp: faust.types.TP, offset: int, recorded: int | None
+    ) -> list[Message]:
+        """The messages of `tp` between its `recorded` next offset and `offset`, which the consumer
         moved past unprocessed (usually none). faust is told they are done, for its commits."""
         self.last_input[tp] = time.monotonic()
-        expected = await self._expected_offset(tp)
+        expected = await self._expected_offset(tp, recorded)
         if offset <= expected:
             return []
         log.warning(
@@ -201,7 +203,7 @@ class StreamPipeline:
             return
         ends = await consumer.highwaters(*quiet)
         for tp in quiet:
-            expected = await self._expected_offset(tp)
+            expected = await self._expected_offset(tp, self._recorded_next(tp))
             end = ends.get(tp)
             if end is not None and end > expected:
                 log.warning(
@@ -214,14 +216,16 @@ class StreamPipeline:
                 self.last_input[tp] = now  # give the consumer time to deliver it
                 await consumer.seek(tp, expected)
 
-    async def _expected_offset(self, tp: faust.types.TP) -> int:
+    def _recorded_next(self, tp: faust.types.TP) -> int | None:
+        """The next offset recorded for an input partition (raw or partials), if any."""
+        if tp.topic == self.source_name:
+            return self._progress(tp.partition)[1]
+        raw = self.merge_progress.get(str(tp.partition))
+        return int(raw) if raw else None
+
+    async def _expected_offset(self, tp: faust.types.TP, recorded: int | None) -> int:
         """The next offset to process on an input partition: as recorded, else (nothing recorded
         yet) where the group's consumer starts."""
-        if tp.topic == self.source_name:
-            _, recorded = self._progress(tp.partition)
-        else:
-            raw = self.merge_progress.get(str(tp.partition))
-            recorded = int(raw) if raw else None
         if recorded is not None:
             return recorded
         if tp not in self.group_starts:  # asked once per assignment, not on every timer tick
@@ -345,7 +349,8 @@ class StreamPipeline:
         for event in events:
             tp, offset = event.message.tp, event.message.offset
             if tp not in by_partition:
-                by_partition[tp] = [m.value() for m in await self._input_skipped_before(tp, offset)]
+                skipped = await self._input_skipped_before(tp, offset, self._recorded_next(tp))
+                by_partition[tp] = [m.value() for m in skipped]
             by_partition[tp].append(event.value)
             next_offsets[tp.partition] = offset + 1
         changed: set[str] = set()

@@ -32,10 +32,6 @@ Fingerprints = npt.NDArray[np.uint64]
 Offsets = npt.NDArray[np.int64]
 
 
-def fingerprint(event_id: str) -> int:
-    return int.from_bytes(blake2b(event_id.encode(), digest_size=8).digest(), "little")
-
-
 def fingerprints(event_ids: Iterable[str]) -> list[int]:
     digests = b"".join([blake2b(i.encode(), digest_size=8).digest() for i in event_ids])
     return np.frombuffer(digests, dtype="<u8").tolist()
@@ -81,11 +77,11 @@ class DedupIndex:
                 fresh_fps.append(fp)
                 max_ms = max(max_ms, event_ms)
         if fresh_fps and offset not in self.batches:
-            self.restore(offset, batch_record(max_ms, fresh_fps))
+            self._remember(offset, batch_record(max_ms, fresh_fps), fresh_fps)
         return verdicts
 
     def remembers(self, event_id: str) -> bool:
-        return self._first_offsets([fingerprint(event_id)])[0] is not None
+        return self._first_offsets(fingerprints([event_id]))[0] is not None
 
     def restore(self, offset: int, record: bytes) -> None:
         """Remember a batch record (from `batches`, or from the changelog after a restart). Records
@@ -93,13 +89,17 @@ class DedupIndex:
         if record[:1] != RECORD_V1:
             ids, max_ms = orjson.loads(record)
             record = batch_record(max_ms, fingerprints(ids))
+        self._remember(offset, record, record_fingerprints(record).tolist())
+
+    def _remember(self, offset: int, record: bytes, fps: list[int]) -> None:
+        """Keep `record` (whose fingerprints are `fps`) as the batch at `offset`."""
         previous = self.batches.get(offset)
         if previous is not None:
             self._live_ids -= (len(previous) - HEADER) // 8
         self.batches[offset] = record
         self._live_ids += (len(record) - HEADER) // 8
         heapq.heappush(self._by_age, (record_max_ms(record), offset))
-        for fp in record_fingerprints(record).tolist():
+        for fp in fps:
             current = self._recent.get(fp)
             if current is None or current not in self.batches:
                 self._recent[fp] = offset
