@@ -129,13 +129,22 @@ def publish_while(
     assert report.failed_messages == 0, report.errors[:3]
 
 
+def publish_first_input(
+    pipeline: Pipeline, events: list[RawCallEvent], read: Callable[[KafkaSettings], dict[str, Any]]
+) -> None:
+    """Publish `events` and wait until aggregates come out (`read`: how to read them)."""
+    publish_all(pipeline, events)
+    assert poll(lambda: bool(read(pipeline.kafka)), 90), pipeline.logs()
+
+
 def converge(
     pipeline: Pipeline,
     events: list[RawCallEvent],
     read: Callable[[KafkaSettings], dict[str, dict[str, Any]]],
     timeout_s: float,
-    diagnose: Callable[[], str] = str,
 ) -> None:
+    """Wait until the newest aggregates equal ground truth; fail with the differences and with
+    where the missing input went."""
     expected = expected_windows(events)
     problems: list[str] = []
 
@@ -147,7 +156,7 @@ def converge(
         pytest.fail(
             f"aggregates differ from ground truth after {timeout_s}s:\n"
             + "\n".join(problems[:15])
-            + f"\n{diagnose()}\n{pipeline.logs()}"
+            + f"\n{lost_input(pipeline, events)}\n{pipeline.logs()}"
         )
 
 
@@ -191,8 +200,7 @@ def test_sigkill_of_one_of_two_workers_mid_run_is_exact(tansu: TansuServer, tmp_
     try:
         victim = pipeline.start_stream_worker(**FAUST_ON_TANSU)
         survivor = pipeline.start_stream_worker(**FAUST_ON_TANSU)
-        publish_all(pipeline, events[:4000] + duplicates[:150])
-        assert poll(lambda: bool(newest_aggregates_until_idle(pipeline.kafka)), 90), pipeline.logs()
+        publish_first_input(pipeline, events[:4000] + duplicates[:150], newest_aggregates_until_idle)
         assert poll(lambda: messages_processed(victim) > 0, 30), "the victim never processed input"
 
         publish_while(pipeline, events[4000:7000], [(1.0, lambda: victim.send_signal(signal.SIGKILL))])
@@ -204,7 +212,6 @@ def test_sigkill_of_one_of_two_workers_mid_run_is_exact(tansu: TansuServer, tmp_
             events,
             newest_aggregates_until_idle,
             timeout_s=75,
-            diagnose=lambda: lost_input(pipeline, events),
         )
         recovered = [doc["windows"] for doc in log_events(survivor, "windows republished after recovery")]
         assert max(recovered, default=0) > 0, f"the survivor recovered no windows: {recovered}"
@@ -221,8 +228,7 @@ def test_sigkill_and_restart_of_the_only_worker_is_exact(tansu: TansuServer, tmp
     duplicates = random.Random(22).sample(events[:5000], 300)
     try:
         first = pipeline.start_stream_worker(**FAUST_ON_TANSU)
-        publish_all(pipeline, events[:3000])
-        assert poll(lambda: bool(newest_aggregates_until_idle(pipeline.kafka)), 90), pipeline.logs()
+        publish_first_input(pipeline, events[:3000], newest_aggregates_until_idle)
         restarted: list[subprocess.Popen[bytes]] = []
 
         def kill_and_restart() -> None:
@@ -237,7 +243,6 @@ def test_sigkill_and_restart_of_the_only_worker_is_exact(tansu: TansuServer, tmp
             events,
             newest_aggregates_until_idle,
             timeout_s=90,
-            diagnose=lambda: lost_input(pipeline, events),
         )
         # Its progress is logged every 5 s: the exact aggregates may come before the next line.
         assert poll(lambda: messages_processed(restarted[0]) > 0, 15), (
@@ -256,17 +261,14 @@ def test_sigterm_and_restart_mid_run_with_duplicates_is_exact(servers: LocalServ
     duplicates = shuffle.sample(events[:4000], 100) + shuffle.sample(events[:7000], 400)
     try:
         first = pipeline.start_stream_worker()
-        publish_all(pipeline, events[:4000] + duplicates[:100])
-        assert poll(lambda: bool(latest_aggregates(pipeline.kafka)), 90), pipeline.logs()
+        publish_first_input(pipeline, events[:4000] + duplicates[:100], latest_aggregates)
 
         stopped: list[int] = []
         publish_while(pipeline, events[4000:7000], [(1.0, lambda: stopped.append(pipeline.stop(first)))])
         assert stopped == [0], pipeline.logs()
         pipeline.start_stream_worker()
         publish_all(pipeline, events[7000:] + duplicates[100:])
-        converge(
-            pipeline, events, latest_aggregates, timeout_s=60, diagnose=lambda: lost_input(pipeline, events)
-        )
+        converge(pipeline, events, latest_aggregates, timeout_s=60)
     finally:
         pipeline.stop_all()
 
@@ -281,8 +283,7 @@ def test_worker_added_then_stopped_mid_run_is_exact(tansu: TansuServer, tmp_path
     duplicates = random.Random(9).sample(events[:9000], 300)
     try:
         first = pipeline.start_stream_worker(**FAUST_ON_TANSU)
-        publish_all(pipeline, events[:3000])
-        assert poll(lambda: bool(newest_aggregates_until_idle(pipeline.kafka)), 90), pipeline.logs()
+        publish_first_input(pipeline, events[:3000], newest_aggregates_until_idle)
         workers: list[subprocess.Popen[bytes]] = []
         stopped: list[int] = []
 
@@ -306,7 +307,6 @@ def test_worker_added_then_stopped_mid_run_is_exact(tansu: TansuServer, tmp_path
             events,
             newest_aggregates_until_idle,
             timeout_s=90,
-            diagnose=lambda: lost_input(pipeline, events),
         )
     finally:
         pipeline.stop_all()
