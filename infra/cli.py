@@ -7,10 +7,10 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from callstream.infra import local_servers
+from callstream.infra.demo import DEMO_DATA_DIR, render, run_demo
+from callstream.infra.setup import setup
 from callstream.settings import ElasticsearchSettings, KafkaSettings
-from infra import local_servers
-from infra.demo import DEMO_DATA_DIR, render, run_demo
-from infra.setup import setup
 
 local_app = typer.Typer(no_args_is_help=True, help="Embedded local Kafka + Elasticsearch (noida-db).")
 

@@ -21,12 +21,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from callstream import topics
+from callstream.infra import local_servers
+from callstream.infra.processes import stop_process
+from callstream.infra.setup import setup
+from callstream.producers import synthetic
+from callstream.producers.loadgen import publish
 from callstream.settings import ElasticsearchSettings, KafkaSettings
-from infra import local_servers
-from infra.processes import stop_process
-from infra.setup import setup
-from producers import synthetic
-from producers.loadgen import publish
 
 DEMO_DATA_DIR = Path(".callstream/demo")
 

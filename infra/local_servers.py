@@ -15,9 +15,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from callstream import logs
+from callstream.errors import MissingExtraError
+
+try:
+    import httpx
+except ImportError as exc:
+    raise MissingExtraError("local", "httpx") from exc
+
 
 log = logs.get(__name__)
 

@@ -6,8 +6,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from callstream import logs
 from callstream.settings import ElasticsearchSettings, KafkaSettings
+from callstream.sinks import index_templates
 from callstream.topics import TopicSpec, topic_specs
-from sinks import index_templates
 
 log = logs.get(__name__)
 

@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 
 from callstream import logs
-from infra.local_servers import free_port
+from callstream.infra.local_servers import free_port
 
 log = logs.get(__name__)
 

@@ -2,7 +2,7 @@
 
 Public API (imported lazily, so that `import producers.contract` stays light for downstream stages):
 
-    from producers import CallRecorder, record_call, recorded, instrument_openai, RecordingTransport
+    from callstream.producers import CallRecorder, record_call, recorded, RecordingTransport
 """
 
 from __future__ import annotations
@@ -11,19 +11,19 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "CallRecorder": "producers.recorder",
-    "CallContext": "producers.recorder",
-    "get_recorder": "producers.recorder",
-    "set_recorder": "producers.recorder",
-    "record_call": "producers.recorder",
-    "recorded": "producers.recorder",
-    "ProducerSettings": "producers.settings",
-    "KafkaPublisher": "producers.publisher",
-    "PublisherStats": "producers.publisher",
-    "MemoryPublisher": "producers.memory",
-    "instrument_openai": "producers.openai_instrumentation",
-    "RecordingTransport": "producers.httpx_instrumentation",
-    "AsyncRecordingTransport": "producers.httpx_instrumentation",
+    "CallRecorder": "callstream.producers.recorder",
+    "CallContext": "callstream.producers.recorder",
+    "get_recorder": "callstream.producers.recorder",
+    "set_recorder": "callstream.producers.recorder",
+    "record_call": "callstream.producers.recorder",
+    "recorded": "callstream.producers.recorder",
+    "ProducerSettings": "callstream.producers.settings",
+    "KafkaPublisher": "callstream.producers.publisher",
+    "PublisherStats": "callstream.producers.publisher",
+    "MemoryPublisher": "callstream.producers.memory",
+    "instrument_openai": "callstream.producers.openai_instrumentation",
+    "RecordingTransport": "callstream.producers.httpx_instrumentation",
+    "AsyncRecordingTransport": "callstream.producers.httpx_instrumentation",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -18,9 +18,9 @@ from rich.progress import (
 )
 
 from callstream import logs, topics
+from callstream.producers import synthetic
+from callstream.producers.loadgen import publish
 from callstream.settings import KafkaSettings
-from producers import synthetic
-from producers.loadgen import publish
 
 
 def loadgen(
@@ -87,8 +87,8 @@ def ingest(
     ),
 ) -> None:
     """Ingest JSON-lines call logs into the raw topic; bad lines go to the dead-letter topic."""
-    from producers.ingest import Ingestor
-    from producers.seed_format import parse_zone
+    from callstream.producers.ingest import Ingestor
+    from callstream.producers.seed_format import parse_zone
 
     if line_format not in ("auto", "seed", "callstream") or seed_timestamp not in ("end", "start"):
         raise typer.BadParameter("--format must be auto|seed|callstream and --seed-timestamp end|start")

@@ -17,11 +17,18 @@ import functools
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import httpx
 import orjson
 
-from producers.openai_instrumentation import usage_fields
-from producers.recorder import CallContext, CallRecorder, get_recorder
+from callstream.errors import MissingExtraError
+
+try:
+    import httpx
+except ImportError as exc:
+    raise MissingExtraError("httpx", "httpx") from exc
+
+
+from callstream.producers.openai_instrumentation import usage_fields
+from callstream.producers.recorder import CallContext, CallRecorder, get_recorder
 
 MAX_BUFFERED_BYTES = 4 * 1024 * 1024  # a JSON body beyond this is passed through but not parsed
 _OPERATION_BY_PATH = (

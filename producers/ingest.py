@@ -31,13 +31,13 @@ import orjson
 from pydantic import ValidationError
 
 from callstream import logs
+from callstream.producers.contract import describe_validation_error
+from callstream.producers.deadletter import dead_letter, encode_dead_letter
+from callstream.producers.prepare import Policy, build_event
+from callstream.producers.seed_format import LineFormat, SeedTimestamp, line_event_id, line_fields
+from callstream.producers.settings import ProducerSettings
+from callstream.producers.tail import Checkpoint, FilePosition, FileTailer, Line
 from callstream.settings import KafkaSettings
-from producers.contract import describe_validation_error
-from producers.deadletter import dead_letter, encode_dead_letter
-from producers.prepare import Policy, build_event
-from producers.seed_format import LineFormat, SeedTimestamp, line_event_id, line_fields
-from producers.settings import ProducerSettings
-from producers.tail import Checkpoint, FilePosition, FileTailer, Line
 
 log = logs.get(__name__)
 

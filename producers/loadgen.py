@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from callstream.producers.contract import RawCallEvent, partition_for_event_id
 from callstream.settings import KafkaSettings
-from producers.contract import RawCallEvent, partition_for_event_id
 
 
 @dataclass

@@ -12,10 +12,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from producers.contract import RawCallEvent, describe_validation_error
-from producers.deadletter import dead_letter
-from producers.prepare import Policy, build_event
-from producers.publisher import PublisherStats, complete_item, safe_original
+from callstream.producers.contract import RawCallEvent, describe_validation_error
+from callstream.producers.deadletter import dead_letter
+from callstream.producers.prepare import Policy, build_event
+from callstream.producers.publisher import PublisherStats, complete_item, safe_original
 
 
 class MemoryPublisher:

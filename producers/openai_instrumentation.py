@@ -25,7 +25,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from producers.recorder import CallContext, CallRecorder, get_recorder
+from callstream.producers.recorder import CallContext, CallRecorder, get_recorder
 
 C = TypeVar("C")
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
-from producers.contract import MAX_METADATA_KEYS, MetadataValue, RawCallEvent
-from producers.settings import ProducerSettings
+from callstream.producers.contract import MAX_METADATA_KEYS, MetadataValue, RawCallEvent
+from callstream.producers.settings import ProducerSettings
 
 REDACTED = "[redacted]"
 TRUNCATED_SUFFIX = "…[truncated]"

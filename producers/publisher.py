@@ -33,12 +33,12 @@ import orjson
 from pydantic import ValidationError
 
 from callstream import logs
+from callstream.producers.contract import describe_validation_error, partition_for_event_id
+from callstream.producers.deadletter import dead_letter, encode_dead_letter
+from callstream.producers.prepare import Policy, build_event, scrub
+from callstream.producers.settings import ProducerSettings
+from callstream.producers.spool import KIND_BATCH, KIND_DEADLETTER, KIND_ITEMS, ClaimedSegment, Spool
 from callstream.settings import KafkaSettings
-from producers.contract import describe_validation_error, partition_for_event_id
-from producers.deadletter import dead_letter, encode_dead_letter
-from producers.prepare import Policy, build_event, scrub
-from producers.settings import ProducerSettings
-from producers.spool import KIND_BATCH, KIND_DEADLETTER, KIND_ITEMS, ClaimedSegment, Spool
 
 log = logs.get(__name__)
 

@@ -26,10 +26,10 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar, cast
 
+from callstream.producers.outcome import classify, http_outcome
+from callstream.producers.publisher import DEFERRED_KEY, KafkaPublisher, Publisher, PublisherStats
+from callstream.producers.settings import ProducerSettings
 from callstream.settings import KafkaSettings
-from producers.outcome import classify, http_outcome
-from producers.publisher import DEFERRED_KEY, KafkaPublisher, Publisher, PublisherStats
-from producers.settings import ProducerSettings
 
 P = ParamSpec("P")
 R = TypeVar("R")

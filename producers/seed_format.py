@@ -16,7 +16,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from producers.outcome import http_outcome
+from callstream.producers.outcome import http_outcome
 
 LineFormat = Literal["auto", "seed", "callstream"]
 SeedTimestamp = Literal["end", "start"]

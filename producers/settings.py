@@ -13,8 +13,8 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from callstream.producers.contract import MAX_ERROR_MESSAGE_CHARS
 from callstream.settings import KafkaSettings
-from producers.contract import MAX_ERROR_MESSAGE_CHARS
 
 Compression = Literal["lz4", "zstd", "gzip", "snappy", "none"]
 

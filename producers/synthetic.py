@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from producers.contract import RawCallEvent
+from callstream.producers.contract import RawCallEvent
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from sinks.documents import Doc, Failure
+from callstream.sinks.documents import Doc, Failure
 
 
 @dataclass(slots=True)

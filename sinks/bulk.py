@@ -19,15 +19,29 @@ from typing import Any
 
 import orjson
 from elastic_transport import SerializationError, TransportError
-from elasticsearch import ApiError, Elasticsearch
-from elasticsearch.serializer import OrjsonSerializer
+
+from callstream.errors import MissingExtraError
+
+try:
+    from elasticsearch import ApiError, Elasticsearch
+    from elasticsearch.serializer import OrjsonSerializer
+except ImportError as exc:
+    raise MissingExtraError("sink", "elasticsearch") from exc
+
 
 from callstream import logs
 from callstream.settings import ElasticsearchSettings
-from sinks.batching import Batch
-from sinks.documents import Doc, Documents, Failure
-from sinks.outcome import BulkSplit, RequestOutcome, backoff_s, classify_request, rejection, split_response
-from sinks.settings import SinkSettings
+from callstream.sinks.batching import Batch
+from callstream.sinks.documents import Doc, Documents, Failure
+from callstream.sinks.outcome import (
+    BulkSplit,
+    RequestOutcome,
+    backoff_s,
+    classify_request,
+    rejection,
+    split_response,
+)
+from callstream.sinks.settings import SinkSettings
 
 log = logs.get(__name__)
 

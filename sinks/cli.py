@@ -13,8 +13,8 @@ import typer
 
 from callstream import logs
 from callstream.settings import ElasticsearchSettings, KafkaSettings
-from sinks.settings import SinkSettings
-from sinks.worker import SinkStats, SinkWorker
+from callstream.sinks.settings import SinkSettings
+from callstream.sinks.worker import SinkStats, SinkWorker
 
 log = logs.get(__name__)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from streams.contract import WINDOW_SIZES_MS
+from callstream.streams.contract import WINDOW_SIZES_MS
 
 MAX_ID_BYTES = 512  # Elasticsearch refuses longer _id values
 # Per-document bytes on the bulk wire besides the source: the action line and newlines.

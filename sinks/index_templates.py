@@ -23,7 +23,7 @@ from typing import Any
 
 from callstream import logs
 from callstream.settings import ElasticsearchSettings
-from sinks.settings import SinkSettings
+from callstream.sinks.settings import SinkSettings
 
 log = logs.get(__name__)
 

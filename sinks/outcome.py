@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from sinks.documents import Doc, Failure
+from callstream.sinks.documents import Doc, Failure
 
 
 class ItemOutcome(enum.Enum):

@@ -21,11 +21,11 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaException, P
 
 from callstream import logs
 from callstream.settings import ElasticsearchSettings, KafkaSettings
-from sinks.accounting import OffsetLedger
-from sinks.batching import Batch, BatchBuilder
-from sinks.bulk import BatchResult, BulkWriter, make_client
-from sinks.documents import Decoded, Doc, Documents, Failure, Origin
-from sinks.settings import SinkSettings
+from callstream.sinks.accounting import OffsetLedger
+from callstream.sinks.batching import Batch, BatchBuilder
+from callstream.sinks.bulk import BatchResult, BulkWriter, make_client
+from callstream.sinks.documents import Decoded, Doc, Documents, Failure, Origin
+from callstream.sinks.settings import SinkSettings
 
 log = logs.get(__name__)
 

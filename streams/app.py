@@ -31,25 +31,32 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
-import faust
 import orjson
 from confluent_kafka import Message
 
+from callstream.errors import MissingExtraError
+
+try:
+    import faust
+except ImportError as exc:
+    raise MissingExtraError("stream", "faust-streaming") from exc
+
+
 from callstream import logs, topics
-from callstream.settings import KafkaSettings
-from callstream.topic_reader import read_range
-from producers.contract import (
+from callstream.producers.contract import (
     RawCallEvent,
     RejectedEvent,
     decode_events,
     encode_events,
     partition_for_event_id,
 )
-from streams.catalogue import load_catalogue
-from streams.dedup import DedupIndex
-from streams.enrich import enrich, epoch_ms
-from streams.settings import StreamSettings
-from streams.windows import WindowKey, WindowState, expired, fold_minutes, rollup
+from callstream.settings import KafkaSettings
+from callstream.streams.catalogue import load_catalogue
+from callstream.streams.dedup import DedupIndex
+from callstream.streams.enrich import enrich, epoch_ms
+from callstream.streams.settings import StreamSettings
+from callstream.streams.windows import WindowKey, WindowState, expired, fold_minutes, rollup
+from callstream.topic_reader import read_range
 
 log = logs.get(__name__)
 

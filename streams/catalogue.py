@@ -18,8 +18,8 @@ from decimal import Decimal
 from typing import Any
 
 from callstream import logs
-from streams.pricing import Price, PriceCatalogue, load_price_file, per_mtok_to_pico_per_token
-from streams.settings import StreamSettings
+from callstream.streams.pricing import Price, PriceCatalogue, load_price_file, per_mtok_to_pico_per_token
+from callstream.streams.settings import StreamSettings
 
 log = logs.get(__name__)
 

@@ -12,7 +12,7 @@ from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
 from callstream import logs, topics
 from callstream.settings import KafkaSettings
-from streams.settings import StreamSettings
+from callstream.streams.settings import StreamSettings
 
 
 def stream_command(
@@ -29,7 +29,7 @@ def stream_command(
 
     import faust
 
-    from streams.app import create_app
+    from callstream.streams.app import create_app
 
     overrides: dict[str, object] = {}
     if partitions is not None:
@@ -61,13 +61,13 @@ def replay_command(
     idle_s: float = typer.Option(15.0, help="With --run: stop after this many idle seconds"),
 ) -> None:
     """Recompute a range of history (e.g. after a price correction) as a new, higher generation."""
-    from infra.setup import create_topics
-    from streams.replay import ReplayRangeError, copy_range, new_generation
+    from callstream.infra.setup import create_topics
+    from callstream.streams.replay import ReplayRangeError, copy_range, new_generation
 
     kafka = KafkaSettings()
     generation = generation if generation is not None else new_generation()
     try:
-        from streams.replay import check_range
+        from callstream.streams.replay import check_range
 
         check_range(start, end)
     except ReplayRangeError as exc:

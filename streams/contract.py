@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from producers.contract import RawCallEvent
+from callstream.producers.contract import RawCallEvent
 
 LatencyCategory = Literal["fast", "normal", "slow", "timeout_risk"]
 RequestStatus = Literal["success", "error"]

@@ -19,9 +19,16 @@ import heapq
 from collections.abc import Iterable
 from hashlib import blake2b
 
-import numpy as np
-import numpy.typing as npt
 import orjson
+
+from callstream.errors import MissingExtraError
+
+try:
+    import numpy as np
+    import numpy.typing as npt
+except ImportError as exc:
+    raise MissingExtraError("stream", "numpy") from exc
+
 
 RECORD_V1 = b"\x01"  # a batch record: this byte, newest event ms (int64 LE), one uint64 LE per id
 HEADER = 9

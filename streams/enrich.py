@@ -12,8 +12,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from producers.contract import RawCallEvent
-from streams.pricing import PICO_PER_USD, PriceCatalogue, cost_of
+from callstream.producers.contract import RawCallEvent
+from callstream.streams.pricing import PICO_PER_USD, PriceCatalogue, cost_of
 
 # Ordered: first match wins. (pattern on the lowercased model name, provider)
 PROVIDER_RULES: tuple[tuple[re.Pattern[str], str], ...] = (

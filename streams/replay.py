@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from callstream import topics
+from callstream.producers.contract import RawCallEvent, decode_events
+from callstream.producers.loadgen import PublishReport, publish
 from callstream.settings import KafkaSettings
 from callstream.topic_reader import iter_to_end
-from producers.contract import RawCallEvent, decode_events
-from producers.loadgen import PublishReport, publish
 
 DAY_S = 86_400
 

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.pricing import DEFAULT_OVERRIDES
+from callstream.streams.pricing import DEFAULT_OVERRIDES
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS

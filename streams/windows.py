@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from streams.contract import WINDOW_SIZES_MS
-from streams.pricing import PICO_PER_USD
-from streams.sketch import LatencySketch
+from callstream.streams.contract import WINDOW_SIZES_MS
+from callstream.streams.pricing import PICO_PER_USD
+from callstream.streams.sketch import LatencySketch
 
 DIMENSIONS = ("model", "provider", "model_family")
 KEY_SEPARATOR = "|"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from callstream.infra import local_servers
+from callstream.infra.setup import setup
 from callstream.settings import ElasticsearchSettings, KafkaSettings
-from infra import local_servers
-from infra.setup import setup
 from tests import containers
 
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from fractions import Fraction
 from typing import Any
 
-from producers.contract import RawCallEvent
+from callstream.producers.contract import RawCallEvent
 
 # The seed gateway's prices, USD per million tokens (NOTES.md): one price for every token kind.
 SEED_PRICES = {

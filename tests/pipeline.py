@@ -20,11 +20,11 @@ from typing import Any
 import orjson
 
 from callstream import topics
+from callstream.infra.local_servers import LocalServers, free_port
+from callstream.infra.processes import stop_process
+from callstream.infra.setup import create_topics
 from callstream.settings import KafkaSettings
 from callstream.topic_reader import iter_to_end
-from infra.local_servers import LocalServers, free_port
-from infra.processes import stop_process
-from infra.setup import create_topics
 from tests.ground_truth import Expected, compare
 
 REPO = Path(__file__).resolve().parent.parent

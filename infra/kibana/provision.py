@@ -1,6 +1,6 @@
 """Put callstream's dashboard, connectors and alert rules into a Kibana: idempotent, any cluster.
 
-    python -m infra.kibana.provision          (the compose stack's `kibana-setup` one-shot)
+    python -m callstream.infra.kibana.provision          (the compose stack's `kibana-setup` one-shot)
 
 Steps: wait until Kibana is available; import `callstream.ndjson` (data views, Lens panels,
 dashboard; overwrite=true); create or update the connectors that the environment configures
@@ -162,14 +162,14 @@ def connectors(alerts: AlertSettings) -> list[Connector]:
 def rule_files() -> dict[str, dict[str, Any]]:
     """Rule id (the file name) -> create-rule body, from the packaged infra/alerts/*.json."""
     rules = {}
-    for entry in sorted(importlib.resources.files("infra.alerts").iterdir(), key=lambda e: e.name):
+    for entry in sorted(importlib.resources.files("callstream.infra.alerts").iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".json"):
             rules[entry.name.removesuffix(".json")] = orjson.loads(entry.read_bytes())
     return rules
 
 
 def saved_objects_ndjson() -> bytes:
-    return importlib.resources.files("infra.kibana").joinpath("callstream.ndjson").read_bytes()
+    return importlib.resources.files("callstream.infra.kibana").joinpath("callstream.ndjson").read_bytes()
 
 
 _FROM_PREFIX = re.compile(rf"\bFROM\s+{DEFAULT_INDEX_PREFIX}-", re.IGNORECASE)

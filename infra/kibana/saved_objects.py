@@ -3,7 +3,7 @@
 Lens state is verbose and easy to get subtly wrong by hand (a formula column needs its hidden
 helper columns), so the objects are built here and the ndjson is generated from them:
 
-    python -m infra.kibana.saved_objects > infra/kibana/callstream.ndjson
+    python -m callstream.infra.kibana.saved_objects > infra/kibana/callstream.ndjson
 
 A unit test fails when the committed file and this module disagree.
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from infra import tansu_server
+from callstream.infra import tansu_server
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from infra.local_servers import free_port
+from callstream.infra.local_servers import free_port
 
 USAGE = {
     "prompt_tokens": 120,

@@ -20,9 +20,9 @@ import orjson
 import pytest
 from elasticsearch import NotFoundError
 
+from callstream.infra.kibana.provision import rule_files
 from callstream.settings import ElasticsearchSettings
-from infra.kibana.provision import rule_files
-from streams.contract import LatencySummary, TokenSums, WindowAggregate
+from callstream.streams.contract import LatencySummary, TokenSums, WindowAggregate
 from tests.containers import Servers
 
 pytestmark = pytest.mark.integration

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from callstream import topics
+from callstream.infra.local_servers import LocalServers
+from callstream.producers import synthetic
+from callstream.producers.loadgen import publish
 from callstream.settings import ElasticsearchSettings
-from infra.local_servers import LocalServers
-from producers import synthetic
-from producers.loadgen import publish
 from tests.ground_truth import compare, expected_windows
 from tests.pipeline import array_items, new_pipeline, wait_for
 

@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
+from callstream.producers.ingest import Ingestor
 from callstream.settings import KafkaSettings
+from callstream.streams.contract import DeadLetter
 from callstream.topic_reader import reader_consumer
 from callstream.topics import DEADLETTER
-from producers.ingest import Ingestor
-from streams.contract import DeadLetter
 from tests.integration.test_producer_kafka import consume_raw
 
 pytestmark = pytest.mark.integration

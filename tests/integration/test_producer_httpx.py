@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
-from infra.local_servers import free_port
-from producers.httpx_instrumentation import AsyncRecordingTransport, RecordingTransport
-from producers.memory import MemoryPublisher
-from producers.recorder import CallRecorder
+from callstream.infra.local_servers import free_port
+from callstream.producers.httpx_instrumentation import AsyncRecordingTransport, RecordingTransport
+from callstream.producers.memory import MemoryPublisher
+from callstream.producers.recorder import CallRecorder
 from tests.integration.gateway import RESPONSE_SUFFIX, STREAM_PIECES, USAGE, Gateway
 
 pytestmark = pytest.mark.integration

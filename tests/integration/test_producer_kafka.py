@@ -16,15 +16,15 @@ from typing import Any
 
 import pytest
 
+from callstream.infra import local_servers
+from callstream.infra.setup import create_topics
+from callstream.producers.contract import decode_events
+from callstream.producers.openai_instrumentation import instrument_openai
+from callstream.producers.recorder import CallRecorder
+from callstream.producers.settings import ProducerSettings
 from callstream.settings import KafkaSettings
 from callstream.topic_reader import reader_consumer
 from callstream.topics import RAW
-from infra import local_servers
-from infra.setup import create_topics
-from producers.contract import decode_events
-from producers.openai_instrumentation import instrument_openai
-from producers.recorder import CallRecorder
-from producers.settings import ProducerSettings
 from tests.integration.gateway import RESPONSE_SUFFIX, USAGE, Gateway
 
 pytestmark = pytest.mark.integration
@@ -103,7 +103,7 @@ def test_openai_calls_arrive_in_the_raw_topic(kafka_settings: KafkaSettings, tmp
 
 RECORD_WHILE_DOWN = """
 import dataclasses, json, sys
-from producers.recorder import CallRecorder
+from callstream.producers.recorder import CallRecorder
 n, run, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 recorder = CallRecorder()
 ids = [recorder.record("gpt-4.1", 100.0 + i, input_tokens=i, output_tokens=1, metadata={"run": run})
@@ -114,7 +114,7 @@ json.dump({"ids": ids, "stats": dataclasses.asdict(recorder.stats())}, open(out,
 
 DRAIN_AFTER_RESTART = """
 import dataclasses, json, sys, time
-from producers.recorder import CallRecorder
+from callstream.producers.recorder import CallRecorder
 n, out = int(sys.argv[1]), sys.argv[2]
 recorder = CallRecorder()
 deadline = time.monotonic() + 60
@@ -201,7 +201,7 @@ def test_spooled_calls_survive_broker_outage_and_restart(
 
 
 def test_stats_shape() -> None:
-    from producers.publisher import PublisherStats
+    from callstream.producers.publisher import PublisherStats
 
     fields = {f.name for f in dataclasses.fields(PublisherStats)}
     assert {"published", "delivery_failures", "spooled", "unspooled", "dropped", "invalid"} <= fields

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from producers.memory import MemoryPublisher
-from producers.openai_instrumentation import instrument_openai
-from producers.prepare import Policy
-from producers.recorder import CallRecorder
-from producers.settings import ProducerSettings
+from callstream.producers.memory import MemoryPublisher
+from callstream.producers.openai_instrumentation import instrument_openai
+from callstream.producers.prepare import Policy
+from callstream.producers.recorder import CallRecorder
+from callstream.producers.settings import ProducerSettings
 from tests.integration.gateway import RESPONSE_SUFFIX, STREAM_PIECES, USAGE, Gateway
 
 openai = pytest.importorskip("openai")
@@ -123,7 +123,7 @@ def test_connection_errors_are_recorded(client: Any, memory: MemoryPublisher) ->
 
 
 def test_nothing_listening_is_a_connection_error(memory: MemoryPublisher) -> None:
-    from infra.local_servers import free_port
+    from callstream.infra.local_servers import free_port
 
     raw = openai.OpenAI(api_key=API_KEY, base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=0)
     client = instrument_openai(raw, CallRecorder(memory))

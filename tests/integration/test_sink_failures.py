@@ -25,13 +25,13 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from elasticsearch import Elasticsearch, helpers
 
 from callstream import topics
+from callstream.infra import local_servers
+from callstream.infra.setup import create_topics
 from callstream.settings import ElasticsearchSettings, KafkaSettings
+from callstream.sinks import index_templates
+from callstream.sinks.cli import subprocess_command
+from callstream.streams.contract import WindowAggregate
 from callstream.topic_reader import reader_consumer
-from infra import local_servers
-from infra.setup import create_topics
-from sinks import index_templates
-from sinks.cli import subprocess_command
-from streams.contract import WindowAggregate
 from tests.unit.test_sink_events import enriched_events
 
 pytestmark = pytest.mark.integration

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 import pytest
 from elasticsearch import BadRequestError, Elasticsearch
 
+from callstream.infra import local_servers
 from callstream.settings import ElasticsearchSettings
-from infra import local_servers
-from sinks import index_templates
-from sinks.documents import Documents, Origin
+from callstream.sinks import index_templates
+from callstream.sinks.documents import Documents, Origin
 from tests.unit.test_sink_events import enriched_events
 
 pytestmark = pytest.mark.integration

@@ -31,10 +31,10 @@ import orjson
 import pytest
 
 from callstream import topics
-from infra.local_servers import LocalServers
-from producers import synthetic
-from producers.contract import RawCallEvent
-from producers.loadgen import publish
+from callstream.infra.local_servers import LocalServers
+from callstream.producers import synthetic
+from callstream.producers.contract import RawCallEvent
+from callstream.producers.loadgen import publish
 from tests.ground_truth import SIZES_MS, compare, expected_windows
 from tests.pipeline import Pipeline, latest_aggregates, new_pipeline
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from callstream import topics
-from infra.local_servers import LocalServers
-from producers import synthetic
-from producers.loadgen import publish
+from callstream.infra.local_servers import LocalServers
+from callstream.producers import synthetic
+from callstream.producers.loadgen import publish
 from tests.ground_truth import SEED_PRICES, compare, expected_windows
 from tests.pipeline import latest_aggregates, new_pipeline
 

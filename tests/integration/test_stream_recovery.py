@@ -28,13 +28,13 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from callstream import topics
+from callstream.infra.local_servers import LocalServers
+from callstream.infra.tansu_server import TansuServer
+from callstream.producers import synthetic
+from callstream.producers.contract import RawCallEvent
+from callstream.producers.loadgen import publish
 from callstream.settings import KafkaSettings
 from callstream.topic_reader import iter_until_idle
-from infra.local_servers import LocalServers
-from infra.tansu_server import TansuServer
-from producers import synthetic
-from producers.contract import RawCallEvent
-from producers.loadgen import publish
 from tests.ground_truth import compare, expected_windows
 from tests.pipeline import Pipeline, latest_aggregates, new_pipeline
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from callstream import topics
-from infra.local_servers import LocalServers
-from producers import synthetic
-from producers.loadgen import publish
+from callstream.infra.local_servers import LocalServers
+from callstream.producers import synthetic
+from callstream.producers.loadgen import publish
 from tests.ground_truth import expected_windows
 from tests.pipeline import array_items, latest_aggregates, new_pipeline, wait_for
 

@@ -9,7 +9,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from producers.contract import MAX_METADATA_KEYS, RawCallEvent, decode_events, encode_events
+from callstream.producers.contract import MAX_METADATA_KEYS, RawCallEvent, decode_events, encode_events
 
 text = st.text(st.characters(codec="utf-8"), max_size=40)
 names = text.filter(lambda s: s.strip() != "")

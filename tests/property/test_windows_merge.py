@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.windows import WindowKey, WindowState, fold_minutes, rollup
+from callstream.streams.windows import WindowKey, WindowState, fold_minutes, rollup
 
 BASE = datetime(2026, 1, 1, 22, 30, tzinfo=UTC)
 MODELS = {

@@ -20,11 +20,11 @@ from bench.stream import (
     summary,
 )
 from bench.stream_baselines import JSON_OPTIONS, chunks_by_bytes, partials_by_partition
-from producers.synthetic import generate
-from streams.catalogue import load_catalogue
-from streams.enrich import enrich
-from streams.settings import StreamSettings
-from streams.windows import WindowKey
+from callstream.producers.synthetic import generate
+from callstream.streams.catalogue import load_catalogue
+from callstream.streams.enrich import enrich
+from callstream.streams.settings import StreamSettings
+from callstream.streams.windows import WindowKey
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import orjson
 import pytest
 
-from producers.contract import (
+from callstream.producers.contract import (
     MAX_ERROR_MESSAGE_CHARS,
     MAX_METADATA_KEYS,
     RawCallEvent,

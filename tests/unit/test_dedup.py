@@ -6,7 +6,7 @@ import random
 
 import orjson
 
-from streams.dedup import DedupIndex
+from callstream.streams.dedup import DedupIndex
 
 HOUR = 3_600_000
 

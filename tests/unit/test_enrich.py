@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
-from producers.contract import RawCallEvent
-from streams.contract import EnrichedCallEvent
-from streams.enrich import (
+from callstream.producers.contract import RawCallEvent
+from callstream.streams.contract import EnrichedCallEvent
+from callstream.streams.enrich import (
     enrich,
     error_category,
     latency_category,
@@ -19,7 +19,7 @@ from streams.enrich import (
     normalise_model,
     provider_of,
 )
-from streams.pricing import Price, PriceCatalogue
+from callstream.streams.pricing import Price, PriceCatalogue
 
 # $/Mtok, deliberately all different so a token priced at the wrong rate shows up.
 RATES = {"input": "3", "output": "15", "cache_read": "0.3", "cache_write": "3.75", "reasoning": "20.5"}

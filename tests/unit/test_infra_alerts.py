@@ -15,9 +15,9 @@ import httpx
 import orjson
 import pytest
 
-from infra.kibana import provision
-from infra.kibana.provision import AlertSettings, Connector
-from streams.contract import Dimension, WindowSize
+from callstream.infra.kibana import provision
+from callstream.infra.kibana.provision import AlertSettings, Connector
+from callstream.streams.contract import Dimension, WindowSize
 from tests.unit.test_infra_kibana import field_exists
 
 RULES = provision.rule_files()
@@ -178,11 +178,11 @@ def test_unpriced_and_deadletter_rules() -> None:
 
 def test_fields_are_mapped_as_the_rules_and_panels_use_them() -> None:
     """Terms need keyword, time windows need date, sums and ranges need numbers: in the sink's mappings."""
-    index_templates = pytest.importorskip("sinks.index_templates")
+    index_templates = pytest.importorskip("callstream.sinks.index_templates")
     if not hasattr(index_templates, "templates"):
-        pytest.skip("sinks.index_templates defines no templates() yet")
+        pytest.skip("callstream.sinks.index_templates defines no templates() yet")
     from callstream.settings import ElasticsearchSettings
-    from sinks.settings import SinkSettings
+    from callstream.sinks.settings import SinkSettings
 
     templates = index_templates.templates(ElasticsearchSettings(), SinkSettings())
     by_pattern = {
@@ -216,7 +216,7 @@ def test_fields_are_mapped_as_the_rules_and_panels_use_them() -> None:
         assert mapped_type("callstream-aggregates-*", field) in numeric
     assert mapped_type("callstream-calls-*", "error_category") == "keyword"
 
-    from infra.kibana import saved_objects
+    from callstream.infra.kibana import saved_objects
 
     operation_types = {"terms": {"keyword"}, "date_histogram": {"date"}, "sum": numeric, "max": numeric}
     operation_types["average"] = numeric

@@ -22,10 +22,10 @@ COMPOSE_FILE = ROOT / "infra" / "docker-compose.yml"
 # Every module that defines settings read from CALLSTREAM_* variables.
 SETTINGS_MODULES = [
     "callstream.settings",
-    "producers.settings",
-    "streams.settings",
-    "sinks.settings",
-    "infra.kibana.provision",
+    "callstream.producers.settings",
+    "callstream.streams.settings",
+    "callstream.sinks.settings",
+    "callstream.infra.kibana.provision",
 ]
 CALLSTREAM_SERVICES = {"setup", "stream", "sink", "loadgen", "kibana-setup"}
 ONE_SHOTS = {"es-init", "setup", "kibana-setup", "loadgen"}
@@ -234,10 +234,10 @@ def command_line(service: dict[str, Any]) -> list[str]:
 @pytest.mark.parametrize(
     ("service", "module", "function"),
     [
-        ("setup", "infra.cli", "setup_command"),
-        ("stream", "streams.cli", "stream_command"),
-        ("sink", "sinks.cli", "sink_command"),
-        ("loadgen", "producers.cli", "loadgen"),
+        ("setup", "callstream.infra.cli", "setup_command"),
+        ("stream", "callstream.streams.cli", "stream_command"),
+        ("sink", "callstream.sinks.cli", "sink_command"),
+        ("loadgen", "callstream.producers.cli", "loadgen"),
     ],
 )
 def test_commands_exist_with_their_options(
@@ -255,8 +255,8 @@ def test_commands_exist_with_their_options(
 
 def test_kibana_setup_runs_the_provisioner(services: dict[str, dict[str, Any]]) -> None:
     entrypoint = services["kibana-setup"]["entrypoint"]
-    assert entrypoint == ["python", "-m", "infra.kibana.provision"]
-    assert importlib.util.find_spec("infra.kibana.provision") is not None
+    assert entrypoint == ["python", "-m", "callstream.infra.kibana.provision"]
+    assert importlib.util.find_spec("callstream.infra.kibana.provision") is not None
     assert services["kibana-setup"]["environment"]["CALLSTREAM_KIBANA_URL"] == "http://kibana:5601"
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.local_servers import LocalServers, free_port
+from callstream.infra.local_servers import LocalServers, free_port
 from tests import containers
 
 

@@ -12,8 +12,8 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
-from infra.kibana import saved_objects
-from streams.contract import DeadLetter, Dimension, EnrichedCallEvent, WindowAggregate, WindowSize
+from callstream.infra.kibana import saved_objects
+from callstream.streams.contract import DeadLetter, Dimension, EnrichedCallEvent, WindowAggregate, WindowSize
 
 NDJSON = Path(__file__).resolve().parents[2] / "infra" / "kibana" / "callstream.ndjson"
 
@@ -94,7 +94,7 @@ def data_view_of(lens: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> save
 def test_committed_ndjson_is_what_the_module_generates() -> None:
     assert NDJSON.read_bytes() == saved_objects.ndjson(), (
         "infra/kibana/callstream.ndjson is stale: regenerate it with "
-        "python -m infra.kibana.saved_objects > infra/kibana/callstream.ndjson"
+        "python -m callstream.infra.kibana.saved_objects > infra/kibana/callstream.ndjson"
     )
 
 

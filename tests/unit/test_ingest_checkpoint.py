@@ -9,8 +9,8 @@ from typing import Any
 
 import orjson
 
+from callstream.producers.ingest import Ingestor
 from callstream.settings import KafkaSettings
-from producers.ingest import Ingestor
 
 KAFKA = KafkaSettings(bootstrap_servers="unused:9092", topic_prefix="t")
 

@@ -6,9 +6,16 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from producers.contract import RawCallEvent
-from producers.prepare import Policy, build_event
-from producers.seed_format import detect, line_event_id, line_fields, parse_time, parse_zone, seed_fields
+from callstream.producers.contract import RawCallEvent
+from callstream.producers.prepare import Policy, build_event
+from callstream.producers.seed_format import (
+    detect,
+    line_event_id,
+    line_fields,
+    parse_time,
+    parse_zone,
+    seed_fields,
+)
 
 SEED = {
     "log_id": "7d9f2c1e-0000-4000-8000-000000000001",

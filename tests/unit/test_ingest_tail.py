@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from producers.tail import Checkpoint, FileTailer
+from callstream.producers.tail import Checkpoint, FileTailer
 
 
 def texts(lines: list) -> list[bytes]:  # type: ignore[type-arg]

@@ -19,10 +19,10 @@ from genai_prices import types as gp
 from genai_prices.data import providers as bundled_providers
 from genai_prices.data_snapshot import get_snapshot
 
-from producers.contract import RawCallEvent
-from streams.catalogue import ConversionReport, clause_regex, genai_price_entries, load_catalogue
-from streams.enrich import enrich
-from streams.pricing import (
+from callstream.producers.contract import RawCallEvent
+from callstream.streams.catalogue import ConversionReport, clause_regex, genai_price_entries, load_catalogue
+from callstream.streams.enrich import enrich
+from callstream.streams.pricing import (
     DEFAULT_OVERRIDES,
     PICO_PER_USD,
     Price,
@@ -32,7 +32,7 @@ from streams.pricing import (
     load_price_file,
     per_mtok_to_pico_per_token,
 )
-from streams.settings import StreamSettings
+from callstream.streams.settings import StreamSettings
 
 
 def ms(text: str) -> int:

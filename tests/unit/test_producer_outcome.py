@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from producers.outcome import classify
+from callstream.producers.outcome import classify
 
 
 class StatusError(Exception):

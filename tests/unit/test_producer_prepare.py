@@ -7,10 +7,17 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from producers.contract import MAX_METADATA_KEYS, RawCallEvent
-from producers.deadletter import dead_letter
-from producers.prepare import METADATA_TRUNCATED_KEY, REDACTED, Policy, build_event, sanitize_metadata, scrub
-from streams.contract import DeadLetter
+from callstream.producers.contract import MAX_METADATA_KEYS, RawCallEvent
+from callstream.producers.deadletter import dead_letter
+from callstream.producers.prepare import (
+    METADATA_TRUNCATED_KEY,
+    REDACTED,
+    Policy,
+    build_event,
+    sanitize_metadata,
+    scrub,
+)
+from callstream.streams.contract import DeadLetter
 
 START = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC).timestamp()
 

@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
+from callstream.producers.publisher import KafkaPublisher
+from callstream.producers.settings import ProducerSettings
 from callstream.settings import KafkaSettings
-from producers.publisher import KafkaPublisher
-from producers.settings import ProducerSettings
 
 KAFKA = KafkaSettings(bootstrap_servers="unused:9092", topic_prefix="t")
 

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from producers.memory import MemoryPublisher
-from producers.recorder import CallRecorder
+from callstream.producers.memory import MemoryPublisher
+from callstream.producers.recorder import CallRecorder
 
 
 @pytest.fixture

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from producers.spool import KIND_BATCH, KIND_DEADLETTER, OPEN_SUFFIX, Spool, decode_records, encode_record
+from callstream.producers.spool import (
+    KIND_BATCH,
+    KIND_DEADLETTER,
+    OPEN_SUFFIX,
+    Spool,
+    decode_records,
+    encode_record,
+)
 
 
 def test_append_seal_claim_delete(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from sinks.accounting import OffsetLedger
+from callstream.sinks.accounting import OffsetLedger
 
 P0, P1 = ("t", 0), ("t", 1)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sinks.batching import BatchBuilder
-from sinks.documents import ACTION_OVERHEAD_BYTES, Doc, Failure, Origin
+from callstream.sinks.batching import BatchBuilder
+from callstream.sinks.documents import ACTION_OVERHEAD_BYTES, Doc, Failure, Origin
 
 
 def doc(partition: int, offset: int, size: int = 100) -> Doc:

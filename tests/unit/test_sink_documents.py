@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from sinks.documents import INVALID_INPUT, Documents, Origin
+from callstream.sinks.documents import INVALID_INPUT, Documents, Origin
 from tests.unit.test_sink_events import enriched_events
 
 ORIGIN = Origin("cs.calls.enriched", 2, 41, timestamp_ms=1_772_400_000_000)  # 2026-03-01T21:20:00Z

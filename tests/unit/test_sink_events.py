@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from streams.contract import EnrichedCallEvent
+from callstream.streams.contract import EnrichedCallEvent
 
 MODELS = [
     ("gpt-4.1", "openai", "gpt-4.1", 8.0),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from sinks.bulk import bulk_body
-from sinks.documents import Doc, Origin
-from sinks.outcome import (
+from callstream.sinks.bulk import bulk_body
+from callstream.sinks.documents import Doc, Origin
+from callstream.sinks.outcome import (
     ItemOutcome,
     RequestOutcome,
     backoff_s,

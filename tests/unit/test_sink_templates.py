@@ -9,9 +9,15 @@ import pytest
 from pydantic import BaseModel
 
 from callstream.settings import ElasticsearchSettings
-from sinks import index_templates as it
-from sinks.settings import SinkSettings
-from streams.contract import DeadLetter, EnrichedCallEvent, LatencySummary, TokenSums, WindowAggregate
+from callstream.sinks import index_templates as it
+from callstream.sinks.settings import SinkSettings
+from callstream.streams.contract import (
+    DeadLetter,
+    EnrichedCallEvent,
+    LatencySummary,
+    TokenSums,
+    WindowAggregate,
+)
 
 
 def _fields(model: type[BaseModel]) -> set[str]:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import orjson
 import pytest
 
-from streams.sketch import RELATIVE_ACCURACY, LatencySketch
+from callstream.streams.sketch import RELATIVE_ACCURACY, LatencySketch
 
 QUANTILES = (0.0, 0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0)
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from producers.contract import RawCallEvent, decode_events, encode_events
-from producers.synthetic import DEFAULT_MODELS, FAILURES, generate, invalid_inputs
+from callstream.producers.contract import RawCallEvent, decode_events, encode_events
+from callstream.producers.synthetic import DEFAULT_MODELS, FAILURES, generate, invalid_inputs
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -12,12 +12,12 @@ from typing import Any
 import orjson
 import pytest
 
-from producers.contract import RawCallEvent
-from producers.synthetic import generate
-from streams.contract import WindowAggregate
-from streams.enrich import enrich
-from streams.pricing import Price, PriceCatalogue
-from streams.windows import WindowKey, WindowState, expired, fold_minutes, rollup, window_start
+from callstream.producers.contract import RawCallEvent
+from callstream.producers.synthetic import generate
+from callstream.streams.contract import WindowAggregate
+from callstream.streams.enrich import enrich
+from callstream.streams.pricing import Price, PriceCatalogue
+from callstream.streams.windows import WindowKey, WindowState, expired, fold_minutes, rollup, window_start
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SIZES = {"1m": 60_000, "1h": 3_600_000, "1d": 86_400_000}
