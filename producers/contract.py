@@ -64,6 +64,11 @@ class RawCallEvent(BaseModel):
     cache_read_input_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
     cache_creation_input_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
     reasoning_output_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
+    usage: Literal["reported", "missing"] = Field(
+        default="reported",
+        description="'missing' when the response carried no token usage (a stream closed early, a "
+        "gateway that drops it): the call counts, but is never priced, its tokens being unknown, not 0",
+    )
     duration_ms: float = Field(ge=0, le=86_400_000)
     time_to_first_token_ms: float | None = Field(default=None, ge=0)
     streamed: bool = False

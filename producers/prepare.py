@@ -8,7 +8,6 @@ flattened to scalars and capped in size with a visible marker.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,26 +16,13 @@ from typing import Any
 import orjson
 
 from callstream.producers.contract import MAX_METADATA_KEYS, MetadataValue, RawCallEvent
+from callstream.producers.redaction import REDACTED, is_sensitive_key, scrub
 from callstream.producers.settings import ProducerSettings
 
-REDACTED = "[redacted]"
 TRUNCATED_SUFFIX = "…[truncated]"
 METADATA_TRUNCATED_KEY = "callstream.truncated"
 MAX_KEY_CHARS = 128
 
-# Metadata keys whose values are credentials whatever they look like.
-_SENSITIVE_KEY = re.compile(
-    r"(authorization|api[-_.]?key|secret|passw(or)?d|cookie|bearer|credential|private[-_.]?key|"
-    r"(access|refresh|session|id|auth)[-_.]?token)",
-    re.IGNORECASE,
-)
-# Credentials inside free text (error messages, metadata values).
-_SECRET_TEXT = re.compile(
-    r"(\bsk-[A-Za-z0-9_\-*]{3,})"  # OpenAI-style keys, also masked ones in 401 messages
-    r"|(\b[Bb]earer\s+[A-Za-z0-9._~+/\-]+=*)"
-    r"|(\b(?:api[-_]?key|key|token|access_token|password|secret)=[^&\s\"']+)"
-    r"|(\bAIza[0-9A-Za-z_\-]{20,})",  # Google API keys
-)
 # Caller items may carry these besides RawCallEvent fields.
 _BODY_KEYS = ("request_body", "response_body")
 
@@ -72,14 +58,6 @@ class Policy:
         if new <= self.secrets:
             return self
         return Policy(**{**self.__dict__, "secrets": self.secrets | new})
-
-
-def scrub(text: str, secrets: frozenset[str] = frozenset()) -> str:
-    """Remove credentials from free text."""
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    return _SECRET_TEXT.sub(REDACTED, text)
 
 
 def truncate(text: str, max_chars: int) -> str:
@@ -123,7 +101,7 @@ def sanitize_metadata(
     for index, (raw_key, raw_value) in enumerate(items):
         key = truncate(str(raw_key), MAX_KEY_CHARS)
         value: MetadataValue
-        if _SENSITIVE_KEY.search(key):
+        if is_sensitive_key(key):
             value = REDACTED
         else:
             value = _scalar(raw_value)

@@ -35,7 +35,8 @@ from pydantic import ValidationError
 from callstream import logs
 from callstream.producers.contract import describe_validation_error, partition_for_event_id
 from callstream.producers.deadletter import dead_letter, encode_dead_letter
-from callstream.producers.prepare import Policy, build_event, scrub
+from callstream.producers.prepare import Policy, build_event
+from callstream.producers.redaction import scrub
 from callstream.producers.settings import ProducerSettings
 from callstream.producers.spool import KIND_BATCH, KIND_DEADLETTER, KIND_ITEMS, ClaimedSegment, Spool
 from callstream.settings import KafkaSettings

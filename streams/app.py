@@ -28,7 +28,6 @@ import zlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import orjson
@@ -50,6 +49,7 @@ from callstream.producers.contract import (
     encode_events,
     partition_for_event_id,
 )
+from callstream.producers.deadletter import dead_letter, encode_dead_letter
 from callstream.settings import KafkaSettings
 from callstream.streams.catalogue import load_catalogue
 from callstream.streams.dedup import DedupIndex
@@ -331,20 +331,16 @@ class StreamPipeline:
         return index
 
     def _dead_letter(self, rejection: RejectedEvent, topic: str, partition: int, offset: int) -> bytes:
-        return orjson.dumps(
-            {
-                "reason": rejection.reason,
-                "stage": "stream.validate",
-                "original": rejection.original,
-                "source_topic": topic,
-                "source_partition": partition,
-                "source_offset": offset,
-                "batch_index": rejection.index,
-                "detected_at": datetime.now(UTC),
-            },
-            option=JSON_OPTIONS,
-            default=str,
+        letter = dead_letter(
+            rejection.reason,
+            "stream.validate",
+            rejection.original,
+            source_topic=topic,
+            source_partition=partition,
+            source_offset=offset,
+            batch_index=rejection.index,
         )
+        return encode_dead_letter(letter)
 
     # -- merge_windows ---------------------------------------------------------------------------
 

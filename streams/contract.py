@@ -13,6 +13,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from callstream.producers.contract import RawCallEvent
+from callstream.producers.deadletter import DeadLetter
+
+__all__ = ["DeadLetter", "EnrichedCallEvent", "LatencySummary", "TokenSums", "WindowAggregate"]
 
 LatencyCategory = Literal["fast", "normal", "slow", "timeout_risk"]
 RequestStatus = Literal["success", "error"]
@@ -35,6 +38,9 @@ class EnrichedCallEvent(RawCallEvent):
     request_status: RequestStatus
     error_category: str | None = Field(description="rate_limit_exceeded, timeout, ... ; None on success")
     priced: bool = Field(description="False when no price was known for the model at event time")
+    unpriced_reason: Literal["unknown_model", "usage_missing"] | None = Field(
+        default=None, description="Why `priced` is False: no price for the model, or no token usage"
+    )
     price_id: str | None = Field(description="Which price catalogue entry priced this event")
     cost_usd: float | None = Field(description="None when unpriced, never a silent 0")
     input_cost_usd: float | None
@@ -94,16 +100,3 @@ class WindowAggregate(BaseModel):
     latency_ms: LatencySummary
     late_events: int = 0
     latency_sketch: dict[str, Any] = Field(default_factory=dict, description="Mergeable sketch state")
-
-
-class DeadLetter(BaseModel):
-    """An input the stream could not accept: kept with the reason, never silently dropped."""
-
-    reason: str
-    stage: str
-    original: Any
-    source_topic: str | None = None
-    source_partition: int | None = None
-    source_offset: int | None = None
-    batch_index: int | None = None
-    detected_at: datetime

@@ -101,7 +101,8 @@ def enrich(event: RawCallEvent, prices: PriceCatalogue) -> dict[str, Any]:
     model = normalise_model(event.response_model or event.request_model)
     at_ms = epoch_ms(event.event_time)
     category = error_category(event.status_code, event.error_type)
-    price = prices.lookup(model, at_ms)
+    # Without usage, the tokens are unknown, not zero: such a call is never priced at $0.
+    price = prices.lookup(model, at_ms) if event.usage == "reported" else None
     total_tokens = event.input_tokens + event.output_tokens
     doc = dict(event.__dict__)
     doc["model"] = model
@@ -118,6 +119,7 @@ def enrich(event: RawCallEvent, prices: PriceCatalogue) -> dict[str, Any]:
     if price is None:
         doc.update(
             priced=False,
+            unpriced_reason="usage_missing" if event.usage == "missing" else "unknown_model",
             price_id=None,
             cost_usd=None,
             input_cost_usd=None,
@@ -136,6 +138,7 @@ def enrich(event: RawCallEvent, prices: PriceCatalogue) -> dict[str, Any]:
     )
     total = cost.total_pico
     doc["priced"] = True
+    doc["unpriced_reason"] = None
     doc["price_id"] = price.id
     doc["cost_usd"] = total / PICO_PER_USD
     doc["input_cost_usd"] = cost.input_pico / PICO_PER_USD

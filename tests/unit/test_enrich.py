@@ -242,6 +242,15 @@ def test_unpriced_model_is_flagged_never_zero_cost() -> None:
     assert doc["cost_pico"] == 0
 
 
+def test_missing_usage_is_unpriced_not_zero_cost() -> None:
+    """A priced model whose response carried no usage: tokens unknown, so no cost at all."""
+    doc = enrich(raw(usage="missing"), CATALOGUE)
+    assert doc["priced"] is False and doc["unpriced_reason"] == "usage_missing"
+    assert doc["cost_usd"] is None and doc["price_id"] is None and doc["cost_pico"] == 0
+    assert enrich(raw(), CATALOGUE)["unpriced_reason"] is None
+    assert enrich(raw(request_model="acme-x"), CATALOGUE)["unpriced_reason"] == "unknown_model"
+
+
 def test_event_before_the_first_price_is_unpriced() -> None:
     doc = enrich(raw(event_time=datetime(2024, 12, 31, 23, 59, 59, tzinfo=UTC), input_tokens=5), CATALOGUE)
     assert doc["priced"] is False and doc["cost_usd"] is None
