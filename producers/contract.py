@@ -13,7 +13,7 @@ Token accounting (so that cost is neither double-counted nor missed):
 
 from __future__ import annotations
 
-import uuid
+import hashlib
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -38,7 +38,19 @@ MAX_ERROR_MESSAGE_CHARS = 2048
 MAX_METADATA_KEYS = 64
 MAX_TOKENS = 10**9  # per call; far above any real context window, far below int64 overflow in sums
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+# Control characters would corrupt document ids, index names, logs and terminal tables.
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=256, pattern=NO_CONTROL_CHARACTERS),
+]
+EventId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NO_CONTROL_CHARACTERS)]
+# Far outside any real call, yet inside what every downstream store and date library handles: the
+# stream applies the real bounds (maximum age, clock skew) relative to when an event was published.
+EARLIEST_EVENT_TIME = datetime(1970, 1, 2, tzinfo=UTC)
+LATEST_EVENT_TIME = datetime(2999, 12, 31, tzinfo=UTC)
+MAX_DURATION_MS = 86_400_000
+MAX_REPORTED_COST_USD = 1e9
 # Integers within the signed 64-bit range, so an accepted event can always be encoded again.
 MetadataInt = Annotated[int, Field(ge=-(2**63), lt=2**63)]
 MetadataValue = str | bool | MetadataInt | float | None
@@ -50,9 +62,9 @@ class RawCallEvent(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, str_max_length=8192, allow_inf_nan=False)
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    event_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] = Field(
-        default_factory=lambda: uuid.uuid4().hex,
-        description="Unique per call; the idempotency key everywhere downstream.",
+    event_id: EventId = Field(
+        description="Unique per call; the idempotency key everywhere downstream. A raw message's "
+        "event without one gets an id derived from where it was read (see decode_events)."
     )
     event_time: AwareDatetime = Field(description="When the call started, UTC.")
     operation_name: Name = "chat"  # gen_ai.operation.name
@@ -69,8 +81,8 @@ class RawCallEvent(BaseModel):
         description="'missing' when the response carried no token usage (a stream closed early, a "
         "gateway that drops it): the call counts, but is never priced, its tokens being unknown, not 0",
     )
-    duration_ms: float = Field(ge=0, le=86_400_000)
-    time_to_first_token_ms: float | None = Field(default=None, ge=0)
+    duration_ms: float = Field(ge=0, le=MAX_DURATION_MS)
+    time_to_first_token_ms: float | None = Field(default=None, ge=0, le=MAX_DURATION_MS)
     streamed: bool = False
     status_code: int | None = Field(
         default=None, ge=100, le=599, description="HTTP status; none if no response"
@@ -85,14 +97,23 @@ class RawCallEvent(BaseModel):
     user_id: Name | None = None
     session_id: Name | None = None
     reported_cost_usd: float | None = Field(
-        default=None, ge=0, description="Cost the source reported, if any"
+        default=None, ge=0, le=MAX_REPORTED_COST_USD, description="Cost the source reported, if any"
     )
     metadata: dict[str, MetadataValue] = Field(default_factory=dict, max_length=MAX_METADATA_KEYS)
 
     @field_validator("event_time")
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
+        try:
+            utc = value.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before the first representable instant
+            raise ValueError(f"{value.isoformat()} is outside the representable range") from None
+        if not EARLIEST_EVENT_TIME <= utc <= LATEST_EVENT_TIME:
+            raise ValueError(
+                f"{_iso(utc)} is not a plausible call time (expected between "
+                f"{EARLIEST_EVENT_TIME.date()} and {LATEST_EVENT_TIME.date()})"
+            )
+        return utc
 
     @model_validator(mode="after")
     def _token_parts_within_totals(self) -> RawCallEvent:
@@ -152,11 +173,28 @@ def describe_validation_error(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def decode_events(value: bytes | None) -> tuple[list[RawCallEvent], list[RejectedEvent]]:
+def derived_event_id(origin: str, index: int | None) -> str:
+    """The id of an event that arrived without one: a function of where it was read (e.g.
+    'topic:partition:offset' and its position in the batch), so reading it again gives the same id."""
+    digest = hashlib.blake2b(f"{origin}#{index}".encode(), digest_size=16).hexdigest()
+    return f"derived-{digest}"
+
+
+def _json_error(exc: orjson.JSONDecodeError) -> str:
+    if "recursion" in str(exc).lower():
+        return "not JSON that can be read: nested more than 1024 levels deep"
+    return f"not JSON (unreadable at character {exc.pos})"
+
+
+def decode_events(
+    value: bytes | None, origin: str | None = None
+) -> tuple[list[RawCallEvent], list[RejectedEvent]]:
     """Decode a message value (one event or an array of events).
 
     A valid batch is validated in one pass; when any item fails, items are validated one by one
-    so that one bad event never takes its neighbours down with it.
+    so that one bad event never takes its neighbours down with it. An item without `event_id` gets
+    `derived_event_id(origin, index)` when `origin` names where the message was read, and is
+    rejected otherwise. Never raises, whatever the value.
     """
     if not value:
         return [], [RejectedEvent("empty message value", None)]
@@ -168,26 +206,33 @@ def decode_events(value: bytes | None) -> tuple[list[RawCallEvent], list[Rejecte
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
-        return [], [RejectedEvent(f"not valid JSON: {exc}", value.decode("utf-8", "replace")[:65536])]
+        return [], [RejectedEvent(_json_error(exc), value)]
     if isinstance(doc, dict):
-        try:
-            return [RawCallEvent.model_validate(doc)], []
-        except ValidationError as exc:
-            return [], [RejectedEvent(f"invalid event: {describe_validation_error(exc)}", doc)]
+        return _decode_items([doc], [None], origin)
     if not isinstance(doc, list):
         return [], [RejectedEvent(f"expected a JSON object or array, got {type(doc).__name__}", doc)]
+    return _decode_items(doc, list(range(len(doc))), origin)
+
+
+def _decode_items(
+    items: list[Any], positions: list[int | None], origin: str | None
+) -> tuple[list[RawCallEvent], list[RejectedEvent]]:
     valid: list[RawCallEvent] = []
     rejected: list[RejectedEvent] = []
-    for index, item in enumerate(doc):
+    for item, index in zip(items, positions, strict=True):
         if not isinstance(item, dict):
             rejected.append(
                 RejectedEvent(f"expected an event object, got {type(item).__name__}", item, index)
             )
             continue
+        if origin is not None and not item.get("event_id"):
+            item = item | {"event_id": derived_event_id(origin, index)}
         try:
             valid.append(RawCallEvent.model_validate(item))
         except ValidationError as exc:
             rejected.append(RejectedEvent(f"invalid event: {describe_validation_error(exc)}", item, index))
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # beyond pydantic's own checks
+            rejected.append(RejectedEvent(f"invalid event: {type(exc).__name__}: {exc}", item, index))
     return valid, rejected
 
 

@@ -8,6 +8,7 @@ flattened to scalars and capped in size with a visible marker.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -127,6 +128,8 @@ def build_event(item: Mapping[str, Any], policy: Policy) -> dict[str, Any]:
     are kept (truncated, in metadata) only when the policy enables bodies.
     """
     fields = dict(item)
+    if not fields.get("event_id"):  # assigned once, here in the caller's process; never re-derived
+        fields["event_id"] = uuid.uuid4().hex
     start = fields.pop("start_time", None)
     if "event_time" not in fields:
         if start is None:

@@ -67,7 +67,8 @@ def raw_events_between(
     Invalid ones are skipped: the live stream already dead-lettered them."""
     for message in iter_to_end(kafka, kafka.topic(topics.RAW), stop=stop):
         scanned[0] += 1
-        valid, _ = decode_events(message.value())
+        origin = f"{message.topic()}:{message.partition()}:{message.offset()}"
+        valid, _ = decode_events(message.value(), origin)
         yield from (event for event in valid if start <= event.event_time < end)
 
 

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from callstream.producers.contract import MAX_METADATA_KEYS, RawCallEvent, decode_events, encode_events
 
 text = st.text(st.characters(codec="utf-8"), max_size=40)
-names = text.filter(lambda s: s.strip() != "")
-finite = st.floats(0, 1e9, allow_nan=False, allow_infinity=False)
+printable = st.characters(codec="utf-8", exclude_categories=["Cc"])  # the contract refuses control characters
+names = st.text(printable, max_size=40).filter(lambda s: s.strip() != "")
+finite = st.floats(0, 86_400_000, allow_nan=False, allow_infinity=False)
 offsets = st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
 metadata_values = st.one_of(
     text,
@@ -44,7 +45,7 @@ def raw_events(draw: st.DrawFn) -> RawCallEvent:
         "reported_cost_usd": finite,
     }
     doc: dict[str, Any] = {
-        "event_id": draw(st.text(st.characters(codec="utf-8"), min_size=1, max_size=128)),
+        "event_id": draw(st.text(printable, min_size=1, max_size=128)),
         "event_time": draw(st.datetimes(datetime(1971, 1, 1), datetime(2100, 1, 1), timezones=offsets)),
         "operation_name": draw(names),
         "request_model": draw(names),

@@ -13,6 +13,7 @@ from callstream.producers.contract import (
     MAX_METADATA_KEYS,
     RawCallEvent,
     decode_events,
+    derived_event_id,
     encode_event_dicts,
     encode_events,
     partition_for_event_id,
@@ -68,11 +69,23 @@ def test_full_event_is_valid() -> None:
     assert valid[0].reasoning_output_tokens == 120
 
 
-def test_missing_event_id_gets_a_unique_one() -> None:
+def test_missing_event_id_is_derived_from_where_it_was_read() -> None:
+    """Reading the same message again gives the same ids; each position its own; else rejected."""
     doc = {k: v for k, v in BASE.items() if k != "event_id"}
-    valid, _ = decode_events(one([doc, doc]))
-    assert len({e.event_id for e in valid}) == 2
-    assert all(e.event_id for e in valid)
+    value = one([doc, doc | {"event_id": ""}, doc | {"event_id": "given"}])
+    first, rejected = decode_events(value, origin="calls.raw:3:17")
+    assert rejected == []
+    again, _ = decode_events(value, origin="calls.raw:3:17")
+    elsewhere, _ = decode_events(value, origin="calls.raw:3:18")
+    ids = [e.event_id for e in first]
+    assert ids == [e.event_id for e in again]
+    assert ids[:2] == [derived_event_id("calls.raw:3:17", 0), derived_event_id("calls.raw:3:17", 1)]
+    assert len(set(ids)) == 3 and ids[2] == "given"
+    assert [e.event_id for e in elsewhere][:2] != ids[:2]
+    single, _ = decode_events(one(doc), origin="calls.raw:0:5")
+    assert single[0].event_id == derived_event_id("calls.raw:0:5", None)
+    valid, [rejection] = decode_events(one(doc))
+    assert valid == [] and "event_id" in rejection.reason
 
 
 @pytest.mark.parametrize(
@@ -160,6 +173,7 @@ def test_timezones_are_normalised_to_utc() -> None:
     assert valid[1].event_time == datetime(2026, 1, 1, 0, 30, 0, 250_000, tzinfo=UTC)
     assert valid[1].to_wire()["event_time"] == "2026-01-01T00:30:00.250000Z"
     direct = RawCallEvent(
+        event_id="e",
         event_time=datetime(2026, 1, 1, 12, tzinfo=timezone(timedelta(hours=2))),
         request_model="m",
         duration_ms=1,
@@ -204,8 +218,8 @@ def test_single_object_message() -> None:
 def test_non_json_is_rejected(value: bytes) -> None:
     valid, [rejection] = decode_events(value)
     assert valid == []
-    assert rejection.reason.startswith("not valid JSON: ")
-    assert isinstance(rejection.original, str)
+    assert rejection.reason.startswith("not JSON")
+    assert rejection.original == value
 
 
 @pytest.mark.parametrize("value", [b"", None])
