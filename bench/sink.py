@@ -89,6 +89,7 @@ def enriched_events(n: int, seed: int = 7, days: int = 3) -> list[dict[str, Any]
                 "session_id": f"session-{rng.randrange(100_000)}",
                 "metadata": {"region": "ap-northeast-2"},
                 "model": model,
+                "model_version": model,
                 "provider": provider,
                 "model_family": model,
                 "total_tokens": input_tokens + output_tokens,

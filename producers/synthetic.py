@@ -25,12 +25,21 @@ class ModelProfile:
     median_output_tokens: int
     cache_read_share: float = 0.0  # of calls that read the prompt cache
     reasoning_share: float = 0.0  # of output tokens spent on reasoning
+    response_name: str | None = None  # the dated name a provider returns, if it differs from `name`
 
 
 # The seed's gateway models plus one the price table does not know (it must show up unpriced).
 DEFAULT_MODELS: tuple[ModelProfile, ...] = (
-    ModelProfile("gpt-4.1", 0.42, 900, 900, 280, cache_read_share=0.3),
-    ModelProfile("claude-sonnet-4-5", 0.26, 1400, 1200, 350, cache_read_share=0.4),
+    ModelProfile("gpt-4.1", 0.42, 900, 900, 280, cache_read_share=0.3, response_name="gpt-4.1-2025-04-14"),
+    ModelProfile(
+        "claude-sonnet-4-5",
+        0.26,
+        1400,
+        1200,
+        350,
+        cache_read_share=0.4,
+        response_name="claude-sonnet-4-5-20250929",
+    ),
     ModelProfile("gemini-2.5-flash", 0.18, 450, 700, 220),
     ModelProfile("deepseek-v3.2", 0.12, 1100, 800, 400, reasoning_share=0.35),
     ModelProfile("acme-experimental-1", 0.02, 700, 500, 150),
@@ -110,7 +119,7 @@ def iter_events(
             event_id=f"evt-{seed}-{i:09d}",
             event_time=event_time,
             request_model=model.name,
-            response_model=model.name if status == 200 else None,
+            response_model=(model.response_name or model.name) if status == 200 else None,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             cache_read_input_tokens=cache_read,

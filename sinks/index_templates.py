@@ -67,6 +67,7 @@ CALLS_PROPERTIES: dict[str, Any] = {
     "reported_cost_usd": NANO_DOLLARS,
     "metadata": {"type": "flattened"},
     "model": KEYWORD,
+    "model_version": KEYWORD,
     "provider": KEYWORD,
     "model_family": KEYWORD,
     "latency_category": KEYWORD,
@@ -117,6 +118,7 @@ AGGREGATES_PROPERTIES: dict[str, Any] = {
     },
     "cost_usd": NANO_DOLLARS,
     "unpriced_requests": LONG,
+    "usage_missing_requests": LONG,
     "late_events": LONG,
     "latency_ms": {
         "properties": {name: DOUBLE for name in ("min", "max", "mean", "p50", "p90", "p95", "p99")}

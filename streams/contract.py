@@ -20,7 +20,7 @@ __all__ = ["DeadLetter", "EnrichedCallEvent", "LatencySummary", "TokenSums", "Wi
 LatencyCategory = Literal["fast", "normal", "slow", "timeout_risk"]
 RequestStatus = Literal["success", "error"]
 WindowSize = Literal["1m", "1h", "1d"]
-Dimension = Literal["model", "provider", "model_family"]
+Dimension = Literal["model", "provider", "model_family", "service", "user"]
 
 WINDOW_SIZES_MS: dict[str, int] = {"1m": 60_000, "1h": 3_600_000, "1d": 86_400_000}
 
@@ -30,9 +30,17 @@ class EnrichedCallEvent(RawCallEvent):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str = Field(description="Model that served the call (response model, else request model)")
+    model: str = Field(
+        description="The model, without date or version suffix, so that a call's request and response "
+        "names (gpt-4.1 and gpt-4.1-2025-04-14) fall into one model for every per-model figure"
+    )
+    model_version: str = Field(
+        description="The exact model name that served the call (response model, else request model)"
+    )
     provider: str = Field(description="openai, anthropic, google, deepseek, ... or other")
-    model_family: str = Field(description="Model name without date or version suffix")
+    model_family: str = Field(
+        description="The model without its size or tier variant (gpt-4.1-mini -> gpt-4.1)"
+    )
     total_tokens: int
     latency_category: LatencyCategory
     request_status: RequestStatus
@@ -97,6 +105,7 @@ class WindowAggregate(BaseModel):
     tokens: TokenSums
     cost_usd: float
     unpriced_requests: int
+    usage_missing_requests: int = 0
     latency_ms: LatencySummary
     late_events: int = 0
     latency_sketch: dict[str, Any] = Field(default_factory=dict, description="Mergeable sketch state")

@@ -27,6 +27,7 @@ PROVIDER_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"grok"), "xai"),
     (re.compile(r"command"), "cohere"),
 )
+_TIER_SUFFIX = re.compile(r"-(mini|nano|lite|turbo)$")
 _VERSION_SUFFIX = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|-\d{4}|-latest|-preview(-\d{2}-\d{2})?|@[\w.-]+)$")
 
 LATENCY_BOUNDS_MS: tuple[tuple[float, str], ...] = ((500, "fast"), (2000, "normal"), (5000, "slow"))
@@ -54,11 +55,22 @@ def provider_of(model: str, reported_provider: str | None = None) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def model_family_of(model: str) -> str:
-    """The model name without its date/version suffix: 'gpt-4.1-2025-04-14' -> 'gpt-4.1'."""
+def base_model(model: str) -> str:
+    """The model name without its date/version suffix: 'gpt-4.1-2025-04-14' -> 'gpt-4.1'. What
+    per-model figures group by, so that a call's request name and the dated name in its response
+    fall into one model."""
     previous = None
     while previous != model:
         previous, model = model, _VERSION_SUFFIX.sub("", model)
+    return model
+
+
+@functools.lru_cache(maxsize=4096)
+def model_family_of(model: str) -> str:
+    """The base model without its size or tier variant: 'gpt-4.1-mini' -> 'gpt-4.1'."""
+    previous, model = None, base_model(model)
+    while previous != model:
+        previous, model = model, _TIER_SUFFIX.sub("", model)
     return model
 
 
@@ -98,16 +110,17 @@ def epoch_ms(value: datetime) -> int:
 
 def enrich(event: RawCallEvent, prices: PriceCatalogue) -> dict[str, Any]:
     """The enriched event as a JSON-ready dict (the shape of streams.contract.EnrichedCallEvent)."""
-    model = normalise_model(event.response_model or event.request_model)
+    version = normalise_model(event.response_model or event.request_model)
     at_ms = epoch_ms(event.event_time)
     category = error_category(event.status_code, event.error_type)
     # Without usage, the tokens are unknown, not zero: such a call is never priced at $0.
-    price = prices.lookup(model, at_ms) if event.usage == "reported" else None
+    price = prices.lookup(version, at_ms) if event.usage == "reported" else None
     total_tokens = event.input_tokens + event.output_tokens
     doc = dict(event.__dict__)
-    doc["model"] = model
-    doc["provider"] = provider_of(model, event.provider_name)
-    doc["model_family"] = model_family_of(model)
+    doc["model"] = base_model(version)
+    doc["model_version"] = version
+    doc["provider"] = provider_of(version, event.provider_name)
+    doc["model_family"] = model_family_of(version)
     doc["total_tokens"] = total_tokens
     doc["latency_category"] = latency_category(event.duration_ms)
     doc["request_status"] = "success" if category is None else "error"

@@ -78,21 +78,34 @@ def seed_price(model: str, at: datetime) -> Fraction | None:
     return SEED_PRICES.get(model)
 
 
+SERVICE_AND_USER_SIZES = ("1h", "1d")  # per-service and per-user windows are long-range only
+
+
 def expected_windows(
     events: list[RawCallEvent], sizes: tuple[str, ...] = ("1m", "1h", "1d"), price: PriceFn = seed_price
 ) -> dict[str, Expected]:
-    """doc_id -> expected values, for the model, provider and model_family dimensions.
+    """doc_id -> expected values, for every dimension.
 
-    `price(model, event_time)` gives USD per million tokens (one price for every token kind)."""
+    The generated traffic names each model by its canonical name in the request (a success may
+    carry a dated response name, which must not split the model). `price(model, event_time)` gives
+    USD per million tokens (one price for every token kind)."""
     out: dict[str, Expected] = defaultdict(Expected)
     for event in unique_events(events):
-        model = (event.response_model or event.request_model).lower()
-        names = {"model": model, "provider": PROVIDERS.get(model, "other"), "model_family": model}
+        model = event.request_model.lower()
+        names = {
+            "model": model,
+            "provider": PROVIDERS.get(model, "other"),
+            "model_family": model,
+            "service": event.service_name or "(none)",
+            "user": event.user_id or "(none)",
+        }
         at = int(event.event_time.timestamp() * 1000)
         error = expected_error_type(event)
         for size in sizes:
             start = at - at % SIZES_MS[size]
             for dimension, name in names.items():
+                if dimension in ("service", "user") and size not in SERVICE_AND_USER_SIZES:
+                    continue
                 e = out[f"{dimension}|{name}|{size}|{start}"]
                 e.requests += 1
                 if error is not None:
@@ -128,7 +141,13 @@ def compare(expected: dict[str, Expected], actual: dict[str, dict[str, Any]]) ->
     for doc_id in sorted(set(expected) & set(actual)):
         e, a = expected[doc_id], actual[doc_id]
         dimension, name = doc_id.split("|")[:2]
-        want_provider = name if dimension == "provider" else PROVIDERS.get(name, "other")
+        want_provider = (
+            name
+            if dimension == "provider"
+            else None
+            if dimension in ("service", "user")
+            else PROVIDERS.get(name, "other")
+        )
         checks = {
             "provider": (want_provider, a["provider"]),
             "requests": (e.requests, a["requests"]),

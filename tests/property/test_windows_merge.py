@@ -89,9 +89,9 @@ def test_merge_is_associative_commutative_and_equals_one_fold(
     assert left.sketch.bins == whole.sketch.bins and left.sketch.zero_count == whole.sketch.zero_count
     # Exact sums, checked against the events themselves.
     everything = a + b + c
-    assert left.cost_pico == sum(d["cost_pico"] for d in everything if d["priced"])
-    assert left.latency_sum_us == sum(round(d["duration_ms"] * 1000) for d in everything)
-    assert left.requests == len(everything) == left.successes + left.errors
+    assert left["cost_pico"] == sum(d["cost_pico"] for d in everything if d["priced"])
+    assert left["latency_sum_us"] == sum(round(d["duration_ms"] * 1000) for d in everything)
+    assert left.requests == len(everything) == left["successes"] + left["errors"]
 
 
 @settings(max_examples=100, deadline=None)

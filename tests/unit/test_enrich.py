@@ -12,6 +12,7 @@ import pytest
 from callstream.producers.contract import RawCallEvent
 from callstream.streams.contract import EnrichedCallEvent
 from callstream.streams.enrich import (
+    base_model,
     enrich,
     error_category,
     latency_category,
@@ -99,6 +100,22 @@ def test_provider_of_falls_back_to_the_reported_provider_only_for_unknown_models
         ("gpt-4o-2024-08-06-preview", "gpt-4o"),  # suffixes are stripped repeatedly
         ("deepseek-v3.2", "deepseek-v3.2"),
         ("claude-sonnet-4-5", "claude-sonnet-4-5"),  # '-4-5' is a version, not a date
+    ],
+)
+def test_base_model(model: str, family: str) -> None:
+    assert base_model(model) == family
+
+
+@pytest.mark.parametrize(
+    ("model", "family"),
+    [
+        ("gpt-4.1-mini-2025-04-14", "gpt-4.1"),
+        ("gpt-4.1-nano", "gpt-4.1"),
+        ("gemini-2.5-flash-lite", "gemini-2.5-flash"),
+        ("o4-mini", "o4"),
+        ("gpt-3.5-turbo-0125", "gpt-3.5"),
+        ("claude-sonnet-4-5-20250929", "claude-sonnet-4-5"),
+        ("deepseek-v3.2", "deepseek-v3.2"),
     ],
 )
 def test_model_family_of(model: str, family: str) -> None:
@@ -218,6 +235,15 @@ def test_cost_is_exact_in_pico_dollars(tokens: dict[str, int]) -> None:
         assert doc["cost_per_token_usd"] is None and doc["cost_usd"] == 0.0
 
 
+def test_request_and_response_names_fall_into_one_model() -> None:
+    """A failed call knows only the request name, a successful one the dated response name: both
+    must land in one per-model row (the dated name stays on the call as model_version)."""
+    failed = enrich(raw(request_model="gpt-4.1", status_code=500, duration_ms=30.0), CATALOGUE)
+    ok = enrich(raw(request_model="gpt-4.1", response_model="gpt-4.1-2025-04-14"), CATALOGUE)
+    assert failed["model"] == ok["model"] == "gpt-4.1"
+    assert (failed["model_version"], ok["model_version"]) == ("gpt-4.1", "gpt-4.1-2025-04-14")
+
+
 def test_response_model_wins_and_is_normalised() -> None:
     doc = enrich(
         raw(
@@ -227,7 +253,8 @@ def test_response_model_wins_and_is_normalised() -> None:
         ),
         CATALOGUE,
     )
-    assert doc["model"] == "claude-sonnet-4-5-20250929"
+    assert doc["model"] == "claude-sonnet-4-5"
+    assert doc["model_version"] == "claude-sonnet-4-5-20250929"
     assert doc["model_family"] == "claude-sonnet-4-5"
     assert doc["provider"] == "anthropic"
     assert doc["priced"] is True

@@ -47,6 +47,7 @@ def enriched_events(n: int, seed: int = 0, days: int = 3, start: datetime = STAR
             user_id=f"user-{rng.randrange(50)}",
             metadata={"region": "ap-northeast-2", "client_ip": f"10.0.0.{rng.randrange(256)}"},
             model=model,
+            model_version=model,
             provider=provider,
             model_family=family,
             total_tokens=input_tokens + output_tokens,

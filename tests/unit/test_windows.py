@@ -37,7 +37,7 @@ def catalogue() -> PriceCatalogue:
                 {
                     "id": f"t:{m}",
                     "provider": "p",
-                    "match": m.replace(".", r"\."),
+                    "match": m.replace(".", r"\.") + r"(-\d{4}-\d{2}-\d{2}|-\d{8})?",  # and dated names
                     "effective_from": "2020-01-01T00:00:00Z",
                     **r,
                 }
@@ -79,11 +79,19 @@ def brute_force(pairs: list[tuple[RawCallEvent, dict[str, Any]]]) -> dict[str, E
     for event, doc in pairs:
         at = (event.event_time - EPOCH) // timedelta(milliseconds=1)
         model = doc["model"]
-        names = {"model": model, "provider": doc["provider"], "model_family": doc["model_family"]}
+        names = {
+            "model": model,
+            "provider": doc["provider"],
+            "model_family": doc["model_family"],
+            "service": event.service_name or "(none)",
+            "user": event.user_id or "(none)",
+        }
         cost = exact_cost_usd(event, model) if model in RATES else None
         latency = Decimal(repr(event.duration_ms))
         for size, size_ms in SIZES.items():
             for dimension, name in names.items():
+                if dimension in ("service", "user") and size == "1m":
+                    continue  # per-service and per-user windows are 1h and 1d only
                 x = out[f"{dimension}|{name}|{size}|{at - at % size_ms}"]
                 x.requests += 1
                 if doc["error_category"] is None:
@@ -138,19 +146,19 @@ def test_fold_and_rollup_match_brute_force(pairs: list[tuple[RawCallEvent, dict[
     for doc_id, want in expected.items():
         window, state = got[doc_id]
         assert state.requests == want.requests, doc_id
-        assert state.successes == want.successes
-        assert state.errors == want.requests - want.successes
-        assert state.errors_by_type == dict(want.errors_by_type)
-        assert state.input_tokens == want.tokens["input"]
-        assert state.output_tokens == want.tokens["output"]
-        assert state.cache_read_input_tokens == want.tokens["cache_read_input"]
-        assert state.cache_creation_input_tokens == want.tokens["cache_creation_input"]
-        assert state.reasoning_output_tokens == want.tokens["reasoning_output"]
-        assert state.cost_pico == want.cost_usd * 10**12  # exact, in whole pico-dollars
-        assert state.unpriced_requests == want.unpriced
-        assert state.late_events == want.late
-        assert state.latency_min_ms == float(min(want.latencies))
-        assert state.latency_max_ms == float(max(want.latencies))
+        assert state["successes"] == want.successes
+        assert state["errors"] == want.requests - want.successes
+        assert state["errors_by_type"] == dict(want.errors_by_type)
+        assert state["input_tokens"] == want.tokens["input"]
+        assert state["output_tokens"] == want.tokens["output"]
+        assert state["cache_read_input_tokens"] == want.tokens["cache_read_input"]
+        assert state["cache_creation_input_tokens"] == want.tokens["cache_creation_input"]
+        assert state["reasoning_output_tokens"] == want.tokens["reasoning_output"]
+        assert state["cost_pico"] == want.cost_usd * 10**12  # exact, in whole pico-dollars
+        assert state["unpriced_requests"] == want.unpriced
+        assert state["late_events"] == want.late
+        assert state["latency_min_ms"] == float(min(want.latencies))
+        assert state["latency_max_ms"] == float(max(want.latencies))
         aggregate = state.to_aggregate(window, version=3)
         mean = Fraction(sum(want.latencies)) / want.requests
         assert aggregate["latency_ms"]["mean"] == pytest.approx(float(mean), rel=1e-12)
@@ -159,7 +167,9 @@ def test_fold_and_rollup_match_brute_force(pairs: list[tuple[RawCallEvent, dict[
         assert aggregate["tokens"]["total"] == want.tokens["input"] + want.tokens["output"]
     totals = [s for w, s in got.values() if w.dimension == "provider" and w.size == "1d"]
     assert sum(s.requests for s in totals) == len(pairs)
-    assert sum(s.unpriced_requests for s in totals) > 0 and sum(s.errors for s in totals) > 0
+    assert sum(s["unpriced_requests"] for s in totals) > 0 and sum(s["errors"] for s in totals) > 0
+    services = {w.key for w in windows if w.dimension == "service"}
+    assert len(services) > 1 and {w.size for w in windows if w.dimension == "user"} == {"1h", "1d"}
 
 
 def test_aggregates_validate_against_the_contract(pairs: list[tuple[RawCallEvent, dict[str, Any]]]) -> None:
@@ -177,7 +187,9 @@ def test_aggregates_validate_against_the_contract(pairs: list[tuple[RawCallEvent
         # As published: JSON with ISO-8601 times.
         wire = orjson.dumps(aggregate, option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC)
         assert WindowAggregate.model_validate_json(wire) == model
-        if window.dimension == "provider":
+        if window.dimension in ("service", "user"):
+            assert model.provider is None and model.model_family is None
+        elif window.dimension == "provider":
             assert model.model_family is None
         else:
             assert model.provider is not None and model.model_family is not None
@@ -235,3 +247,26 @@ def test_empty_state_is_an_identity_for_merge(pairs: list[tuple[RawCallEvent, di
         empty = WindowState()
         empty.merge(state)
         assert empty.to_wire() == state.to_wire(), window
+
+
+def test_failed_and_successful_calls_of_one_model_share_its_windows() -> None:
+    """The case a new user met: 40 errors knew only the request name, 55 successes carried the
+    dated response name. One model row must hold all 95, with a 40/95 error rate."""
+    t0 = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
+    common = {"request_model": "gpt-4.1", "duration_ms": 100.0, "input_tokens": 10}
+    failed = [
+        RawCallEvent(event_id=f"f{i}", event_time=t0, status_code=500, **common) for i in range(40)
+    ]
+    ok = [
+        RawCallEvent(
+            event_id=f"s{i}", event_time=t0, status_code=200, response_model="gpt-4.1-2025-04-14", **common
+        )
+        for i in range(55)
+    ]
+    prices = catalogue()
+    windows = rollup(fold_minutes(enrich(e, prices) for e in failed + ok))
+    models = {w.key: s for w, s in windows.items() if w.dimension == "model" and w.size == "1d"}
+    assert list(models) == ["gpt-4.1"]
+    aggregate = models["gpt-4.1"].to_aggregate(WindowKey("model", "gpt-4.1", "1d", 0), 1)
+    assert (aggregate["requests"], aggregate["errors"]) == (95, 40)
+    assert aggregate["error_rate"] == 40 / 95
