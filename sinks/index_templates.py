@@ -10,8 +10,9 @@ or a wrong type is refused and dead-lettered instead of silently widening the ma
 - `{prefix}-alerts-*` for alert documents (`dynamic: false`: their schema belongs to the alerting
   code, so unknown fields are kept in _source without being indexed, never refused).
 
-Money is `scaled_float` with a factor of 1e9 (nano-dollars): exact enough for a single cheap call
-(a 100-token DeepSeek call costs 4.2e-5 USD) and sums up to 9.2e9 USD per document.
+Money in USD is `double` (sums of many calls are exact to well under a cent; `scaled_float` would
+need the mapper-extras module, which not every Elasticsearch 8 node has). Exact sums use the
+integer pico-dollars the stream computes (`cost_pico`, a `long`, on every call).
 
 Retention is an ILM delete phase per family, attached where the server has ILM. Rollover is not
 used on purpose: daily indices named by event time keep `_id` dedup working for re-sent events.
@@ -27,7 +28,7 @@ from callstream.sinks.settings import SinkSettings
 
 log = logs.get(__name__)
 
-NANO_DOLLARS = {"type": "scaled_float", "scaling_factor": 1_000_000_000}
+USD = {"type": "double"}
 KEYWORD = {"type": "keyword", "ignore_above": 1024}
 TEXT_WITH_KEYWORD = {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 1024}}}
 DATE = {"type": "date"}
@@ -64,7 +65,7 @@ CALLS_PROPERTIES: dict[str, Any] = {
     "environment": KEYWORD,
     "user_id": KEYWORD,
     "session_id": KEYWORD,
-    "reported_cost_usd": NANO_DOLLARS,
+    "reported_cost_usd": USD,
     "metadata": {"type": "flattened"},
     "model": KEYWORD,
     "model_version": KEYWORD,
@@ -76,9 +77,9 @@ CALLS_PROPERTIES: dict[str, Any] = {
     "priced": BOOLEAN,
     "unpriced_reason": KEYWORD,
     "price_id": KEYWORD,
-    "cost_usd": NANO_DOLLARS,
-    "input_cost_usd": NANO_DOLLARS,
-    "output_cost_usd": NANO_DOLLARS,
+    "cost_usd": USD,
+    "input_cost_usd": USD,
+    "output_cost_usd": USD,
     "cost_per_token_usd": DOUBLE,  # a price, not an amount: far below a nano-dollar
     "cost_pico": LONG,  # exact integer pico-dollars, for sums that must reconcile
     "time_bucket": DATE,
@@ -116,7 +117,7 @@ AGGREGATES_PROPERTIES: dict[str, Any] = {
             )
         }
     },
-    "cost_usd": NANO_DOLLARS,
+    "cost_usd": USD,
     "unpriced_requests": LONG,
     "usage_missing_requests": LONG,
     "late_events": LONG,

@@ -41,7 +41,7 @@ def test_calls_failed_alias_holds_exactly_the_error_events(
     assert 0 < errors < len(events)
     assert client.count(index=f"{settings.index_prefix}-calls-failed")["count"] == errors
     assert client.count(index=f"{settings.index_prefix}-calls-*")["count"] == len(events)
-    # Money sums as money (scaled_float): compared to the generator's own total, to the cent.
+    # Money sums as money (double): compared to the generator's own total, to the cent.
     total = client.search(
         index=f"{settings.index_prefix}-calls-*", size=0, aggs={"cost": {"sum": {"field": "cost_usd"}}}
     )["aggregations"]["cost"]["value"]

@@ -57,8 +57,9 @@ def test_types_fit_the_contract() -> None:
         elif base == {bool}:
             assert mapping["type"] == "boolean", name
     for money in ("cost_usd", "input_cost_usd", "output_cost_usd", "reported_cost_usd"):
-        assert it.CALLS_PROPERTIES[money] == {"type": "scaled_float", "scaling_factor": 1_000_000_000}
-    assert it.AGGREGATES_PROPERTIES["cost_usd"]["type"] == "scaled_float"
+        assert it.CALLS_PROPERTIES[money] == {"type": "double"}
+    assert it.AGGREGATES_PROPERTIES["cost_usd"]["type"] == "double"
+    assert it.CALLS_PROPERTIES["cost_pico"]["type"] == "long"  # exact sums
     assert it.AGGREGATES_PROPERTIES["latency_sketch"] == {"type": "object", "enabled": False}
     assert it.CALLS_PROPERTIES["event_time"]["type"] == "date"
 
