@@ -28,8 +28,9 @@ class KafkaSettings(BaseSettings):
     ssl_key_location: str | None = None
     client_id: str = "callstream"
     topic_prefix: str = "callstream"
-    # Emulators may return a whole partition in one fetch (NOTES.md); a real broker honours limits.
-    receive_message_max_bytes: int = Field(default=1_000_000_000, ge=1_000_000)
+    # librdkafka's own default: a real broker keeps a fetch response within fetch.max.bytes (50 MB).
+    # The embedded engine (noida-db) may answer with a whole partition; it raises this (local_servers).
+    receive_message_max_bytes: int = Field(default=100_000_000, ge=1_000_000)
 
     def confluent_config(self) -> dict[str, Any]:
         """librdkafka properties shared by producers, consumers and the admin client."""

@@ -1,8 +1,9 @@
-"""`callstream demo`: the main job end to end on embedded local servers.
+"""`callstream demo`: the main job end to end on local servers (embedded by default, or real).
 
-Local Kafka + Elasticsearch up, topics and templates, a stream worker and a sink worker as
-separate processes, synthetic traffic through the load generator, then a per-model table read
-back from Elasticsearch. Everything it starts, it stops (the servers too, unless asked to keep them).
+Local Kafka + Elasticsearch up (`--engine embedded|real`, infra/local_servers.py), topics and
+templates, a stream worker and a sink worker as separate processes, synthetic traffic through the
+load generator, then a per-model table read back from Elasticsearch. Everything it starts, it stops
+(the servers too, unless asked to keep them).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from callstream.infra.processes import stop_process
 from callstream.infra.setup import setup
 from callstream.producers import synthetic
 from callstream.producers.loadgen import publish
-from callstream.settings import ElasticsearchSettings, KafkaSettings
 
 DEMO_DATA_DIR = Path(".callstream/demo")
 
@@ -98,14 +98,18 @@ def run_demo(
     data_dir: Path = DEMO_DATA_DIR,
     timeout_s: float = 600,
     console: Console | None = None,
+    engine: str = local_servers.DEFAULT_ENGINE,
 ) -> DemoReport:
     console = console or Console(stderr=True)
     started = time.monotonic()
-    srv = local_servers.up(data_dir, local_servers.free_port(), local_servers.free_port(), fresh=True)
+    srv = local_servers.up(
+        data_dir, local_servers.free_port(), local_servers.free_port(), fresh=True, engine_name=engine
+    )
+    console.print(f"[bold]servers[/] {srv.engine} engine: Kafka {srv.bootstrap_servers}, {srv.es_url}")
     workers: list[subprocess.Popen[bytes]] = []
     try:
-        kafka = KafkaSettings(bootstrap_servers=srv.bootstrap_servers)
-        es_settings = ElasticsearchSettings(url=srv.es_url)
+        kafka = srv.kafka_settings()
+        es_settings = srv.es_settings()
         setup(kafka, es_settings)
         env = dict(os.environ) | srv.env() | {"PYTHONUNBUFFERED": "1"}
         log_dir = srv.data_dir / "logs"

@@ -14,10 +14,11 @@ The servers are the upstream JVM programs, resolved by Maven from Maven Central 
   `Elasticsearch.info()` and `.ping()`), ILM. Maven Central has no Elasticsearch 8 build with those
   modules (codelibs' cluster runner stops at 7.10).
 
-`up()` gives the same `RealServers` shape as `local_servers.up()` gives `LocalServers`; `cluster_up()`
-starts a 3-node Kafka cluster for failover tests. Each JVM runs detached (its own session) with a
-bounded heap; pids, ports and commands are kept in `real_engines.json` in the data directory, so that
-`down()`, `status()`, `stop_service()` and `start_service()` work from any process.
+`RealEngine` is this module's `local_servers.Engine` (what `callstream local up --engine real`, the
+demo, the tests and the benchmarks use); `up()` gives the same `LocalServers` as the embedded engine,
+and `cluster_up()` starts a 3-node Kafka cluster for failover tests. Each JVM runs detached (its own
+session) with a bounded heap; pids, ports and commands are kept in `real_engines.json` in the data
+directory, so that `down()`, `status()`, `stop_service()` and `start_service()` work from any process.
 
 Elasticsearch refuses to run as root: as root, it is started inside a user namespace in which it is
 uid `nobody` while its files stay the caller's (`unshare --user --map-user`), or else as `nobody`.
@@ -42,7 +43,7 @@ import sys
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,14 +51,19 @@ from typing import Any
 import httpx
 
 from callstream import logs
-from callstream.infra.local_servers import free_port
+from callstream.infra.local_servers import (
+    ESQL,
+    ILM,
+    LocalServers,
+    LocalServersError,
+    free_port,
+)
 
 log = logs.get(__name__)
 
 ENGINES_POM = Path(__file__).resolve().parent / "engines" / "pom.xml"
 # The repository's .callstream/engines/ (git-ignored) whatever the working directory: shared by all runs.
 DEFAULT_CACHE_DIR = ENGINES_POM.parent.parent.parent / ".callstream" / "engines"
-DEFAULT_DATA_DIR = Path(".callstream/real")
 CONTROL_FILE = "real_engines.json"
 STAMP_FILE = "resolved.json"
 
@@ -81,8 +87,8 @@ KAFKA_JVM_FLAGS = (
 )
 
 
-class RealEnginesError(RuntimeError):
-    pass
+class RealEnginesError(LocalServersError):
+    """The real engines cannot be resolved, started or stopped; the message says why."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -150,6 +156,12 @@ def _is_resolved(jars: EngineJars, pom_digest: str) -> bool:
     )
 
 
+def resolved(cache_dir: Path = DEFAULT_CACHE_DIR, pom: Path = ENGINES_POM) -> EngineJars | None:
+    """The pinned engines if `cache_dir` holds them (resolved from this very pom), else None."""
+    jars = EngineJars(Path(cache_dir).resolve(), *pinned_versions(pom))
+    return jars if _is_resolved(jars, hashlib.sha256(pom.read_bytes()).hexdigest()) else None
+
+
 def resolve(cache_dir: Path = DEFAULT_CACHE_DIR, pom: Path = ENGINES_POM) -> EngineJars:
     """Resolve the pinned Kafka and Elasticsearch into `cache_dir` (once: later calls just check)."""
     cache_dir = Path(cache_dir).resolve()
@@ -164,7 +176,11 @@ def resolve(cache_dir: Path = DEFAULT_CACHE_DIR, pom: Path = ENGINES_POM) -> Eng
             return jars
         mvn = shutil.which("mvn")
         if mvn is None:
-            raise RealEnginesError("Maven is not installed: apt-get install maven (it resolves the engines)")
+            raise RealEnginesError(
+                f"the Kafka and Elasticsearch jars are not in {cache_dir} and Maven, which fetches them "
+                "from Maven Central, is not installed: apt-get install maven, then scripts/bootstrap.sh "
+                "(or python -m callstream.infra.real_engines resolve)"
+            )
         java_home()  # a clear error if there is no JVM
         # Start clean so that jars of an older pin never share the classpath with the new ones.
         for stale in [cache_dir / "kafka", cache_dir / ".markers", *cache_dir.glob("elasticsearch-*")]:
@@ -653,31 +669,6 @@ def _es_settle(svc: _Service) -> str | None:
 # One Kafka broker + one Elasticsearch node
 
 
-@dataclass(frozen=True)
-class RealServers:
-    """Same shape as `local_servers.LocalServers`: callers can use either."""
-
-    data_dir: Path
-    host: str
-    kafka_port: int
-    es_port: int
-
-    @property
-    def bootstrap_servers(self) -> str:
-        return f"{self.host}:{self.kafka_port}"
-
-    @property
-    def es_url(self) -> str:
-        return f"http://{self.host}:{self.es_port}"
-
-    def env(self) -> dict[str, str]:
-        """Environment that points every callstream component at these servers."""
-        return {
-            "CALLSTREAM_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
-            "CALLSTREAM_ES_URL": self.es_url,
-        }
-
-
 def _fail_if_running(data_dir: Path) -> None:
     if not _control_path(data_dir).exists():
         return
@@ -689,7 +680,7 @@ def _fail_if_running(data_dir: Path) -> None:
 
 
 def up(
-    data_dir: Path = DEFAULT_DATA_DIR,
+    data_dir: Path,
     kafka_port: int = 9092,
     es_port: int = 9200,
     host: str = "127.0.0.1",
@@ -698,7 +689,7 @@ def up(
     cache_dir: Path = DEFAULT_CACHE_DIR,
     kafka_heap_mb: int = KAFKA_HEAP_MB,
     es_heap_mb: int = ES_HEAP_MB,
-) -> RealServers:
+) -> LocalServers:
     """Start one Kafka broker (KRaft, broker+controller) and one Elasticsearch node; wait for both."""
     data_dir = Path(data_dir).resolve()
     jars = resolve(cache_dir)
@@ -752,7 +743,7 @@ def up(
     except BaseException:
         _stop(list(services.values()), timeout_s=10)
         raise
-    servers = RealServers(data_dir, host, kafka_port, es_port)
+    servers = LocalServers(data_dir, host, kafka_port, es_port, engine=RealEngine.name)
     log.info(
         "real servers up",
         kafka=servers.bootstrap_servers,
@@ -808,7 +799,7 @@ def _server_log(svc: _Service) -> str:
     return _tail(str(Path(svc.cwd) / "server.log"))
 
 
-def wait_until_ready(servers: RealServers, timeout_s: float = 60.0) -> None:
+def wait_until_ready(servers: LocalServers, timeout_s: float = 60.0) -> None:
     """Wait until Kafka lists its broker and Elasticsearch's health is at least yellow."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -818,9 +809,7 @@ def wait_until_ready(servers: RealServers, timeout_s: float = 60.0) -> None:
     raise RealEnginesError(f"real servers did not answer within {timeout_s}s ({servers.data_dir})")
 
 
-def down(
-    data_dir: Path = DEFAULT_DATA_DIR, missing_ok: bool = True, timeout_s: float = STOP_TIMEOUT_S
-) -> None:
+def down(data_dir: Path, missing_ok: bool = True, timeout_s: float = STOP_TIMEOUT_S) -> None:
     """Stop every server recorded in `data_dir` (SIGTERM, then SIGKILL after `timeout_s`); data stays."""
     data_dir = Path(data_dir).resolve()
     if not _control_path(data_dir).exists():
@@ -836,7 +825,7 @@ def down(
     log.info("real engines stopped", data_dir=str(data_dir))
 
 
-def status(data_dir: Path = DEFAULT_DATA_DIR) -> str:
+def status(data_dir: Path) -> str:
     """One line per server: running or not, pid, port and resident memory."""
     data_dir = Path(data_dir).resolve()
     if not _control_path(data_dir).exists():
@@ -880,6 +869,50 @@ def _one(services: dict[str, _Service], service: str, data_dir: Path) -> _Servic
     if service not in services:
         raise RealEnginesError(f"no {service!r} in {data_dir}: there are {sorted(services)}")
     return services[service]
+
+
+class RealEngine:
+    """`local_servers.Engine` for the real servers: one Kafka broker and one Elasticsearch node."""
+
+    name = "real"
+    description = "Apache Kafka and Elasticsearch (the upstream servers, resolved by Maven)"
+    gaps: Mapping[str, str] = {
+        ILM: "this Elasticsearch node has no ILM (the integ-test distribution lacks x-pack-ilm)",
+        ESQL: "this Elasticsearch node has no ES|QL (the integ-test distribution lacks x-pack-esql)",
+    }
+
+    def unavailable(self) -> str | None:
+        try:
+            java_home()
+        except RealEnginesError as exc:
+            return str(exc)
+        if resolved() is None and shutil.which("mvn") is None:
+            return (
+                f"the Kafka and Elasticsearch jars are not in {DEFAULT_CACHE_DIR} and Maven is not "
+                "installed to fetch them: apt-get install maven, then scripts/bootstrap.sh"
+            )
+        return None
+
+    def recorded_in(self, data_dir: Path) -> bool:
+        return _control_path(data_dir).exists()
+
+    def up(self, data_dir: Path, kafka_port: int, es_port: int, host: str, fresh: bool) -> LocalServers:
+        return up(data_dir, kafka_port, es_port, host=host, fresh=fresh)
+
+    def down(self, data_dir: Path) -> None:
+        down(data_dir)
+
+    def status(self, data_dir: Path) -> str:
+        return status(data_dir)
+
+    def stop_service(self, service: str, data_dir: Path) -> None:
+        stop_service(service, data_dir)
+
+    def start_service(self, service: str, data_dir: Path) -> None:
+        start_service(service, data_dir)
+
+    def wait_until_ready(self, servers: LocalServers, timeout_s: float) -> None:
+        wait_until_ready(servers, timeout_s)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1035,19 +1068,19 @@ def cluster_up(
 
 
 # --------------------------------------------------------------------------------------------------
-# python -m callstream.infra.real_engines resolve|up|cluster-up|down|status
+# python -m callstream.infra.real_engines resolve|cluster-up
+# (one broker and one Elasticsearch node: `callstream local up --engine real`; `callstream local
+# down|status --data-dir DIR` stops and shows a cluster too)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m callstream.infra.real_engines",
-        description="Real Kafka and Elasticsearch on loopback, from jars that Maven resolves.",
+        description="Resolve the real Kafka and Elasticsearch from Maven Central, or start a Kafka cluster.",
     )
-    parser.add_argument("command", choices=["resolve", "up", "down", "status", "cluster-up"])
+    parser.add_argument("command", choices=["resolve", "cluster-up"])
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    parser.add_argument("--kafka-port", type=int, default=9092)
-    parser.add_argument("--es-port", type=int, default=9200)
+    parser.add_argument("--data-dir", type=Path, default=Path(".callstream/cluster"))
     parser.add_argument("--brokers", type=int, default=3)
     parser.add_argument("--fresh", action="store_true")
     parser.add_argument("--quiet", action="store_true", help="print nothing on success")
@@ -1059,21 +1092,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.quiet:
                 print(f"kafka {jars.kafka_version}: {jars.kafka_lib}")
                 print(f"elasticsearch {jars.es_version}: {jars.es_home}")
-        elif args.command == "up":
-            servers = up(
-                args.data_dir, args.kafka_port, args.es_port, fresh=args.fresh, cache_dir=args.cache_dir
-            )
-            for key, value in servers.env().items():
-                print(f"export {key}={value}")
-        elif args.command == "cluster-up":
+        else:
             cluster = cluster_up(args.data_dir, args.brokers, fresh=args.fresh, cache_dir=args.cache_dir)
             for key, value in cluster.env().items():
                 print(f"export {key}={value}")
-        elif args.command == "down":
-            down(args.data_dir)
-        else:
-            print(status(args.data_dir))
-    except RealEnginesError as exc:
+    except LocalServersError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

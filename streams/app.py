@@ -37,6 +37,7 @@ from callstream.errors import MissingExtraError
 
 try:
     import faust
+    from mode.utils.times import want_seconds
 except ImportError as exc:
     raise MissingExtraError("stream", "faust-streaming") from exc
 
@@ -57,6 +58,7 @@ from callstream.streams.enrich import enrich, epoch_ms
 from callstream.streams.settings import StreamSettings
 from callstream.streams.windows import WindowKey, WindowState, expired, fold_minutes, rollup
 from callstream.topic_reader import read_range
+from callstream.topics import TopicSpec
 
 log = logs.get(__name__)
 
@@ -476,6 +478,26 @@ def faust_broker_settings(kafka: KafkaSettings) -> dict[str, Any]:
     elif ssl_context is not None:
         conf["broker_credentials"] = faust.SSLCredentials(ssl_context)
     return conf
+
+
+def internal_topic_specs(app: faust.App) -> list[TopicSpec]:
+    """The topics faust would create for `app` (the tables' changelogs, the assignor's leader topic),
+    with their partitions and cleanup policy. `callstream stream` creates them before the worker
+    starts: a worker that creates them itself on a fresh Apache Kafka can join its group before the
+    broker lists them, and then faust assigns it no changelog partitions and every table write
+    fails with PartitionsMismatch (seen with Kafka 4.1; noida-db lists a topic at once)."""
+    specs: list[TopicSpec] = []
+    for table in app.tables.values():
+        topic = table.changelog_topic
+        policy = ",".join(p for p, on in (("compact", topic.compacting), ("delete", topic.deleting)) if on)
+        config = {"cleanup.policy": policy} if policy else {}
+        if topic.retention:
+            config["retention.ms"] = str(int(want_seconds(topic.retention) * 1000))
+        config.update({key: str(value) for key, value in (topic.config or {}).items()})
+        partitions = table.partitions or app.conf.topic_partitions
+        specs.extend(TopicSpec(name, partitions, config) for name in topic.topics)
+    specs.append(TopicSpec(f"{app.conf.id}-__assignor-__leader", 1))
+    return specs
 
 
 def create_app(

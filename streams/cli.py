@@ -29,7 +29,8 @@ def stream_command(
 
     import faust
 
-    from callstream.streams.app import create_app
+    from callstream.infra.setup import create_topics
+    from callstream.streams.app import create_app, internal_topic_specs
 
     overrides: dict[str, object] = {}
     if partitions is not None:
@@ -46,7 +47,9 @@ def stream_command(
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:  # uvloop is optional (about +25% throughput)
         pass
-    app, _ = create_app(settings, KafkaSettings(), stop_when_idle_s=stop_when_idle_s)
+    kafka = KafkaSettings()
+    app, _ = create_app(settings, kafka, stop_when_idle_s=stop_when_idle_s)
+    create_topics(kafka, specs=internal_topic_specs(app))
     logs.get(__name__).info("stream worker starting", app_id=app.conf.id, source=settings.source)
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False, override_logging=False)
     worker.execute_from_commandline()
