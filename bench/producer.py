@@ -12,6 +12,7 @@ The last line of output is one JSON object with the figures.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -95,6 +96,9 @@ def command(
     calls: int = typer.Option(20_000, help="Timed calls (each once with and once without recording)"),
     rate: float = typer.Option(2_000.0, help="Calls per second (0 = back to back)"),
     warmup: int = typer.Option(1_000, help="Untimed calls first"),
+    engine: str = typer.Option(
+        "embedded", help="Local servers to start: embedded (noida-db) or real (Apache Kafka; Java)"
+    ),
     external: bool = typer.Option(False, help="Use the Kafka of CALLSTREAM_KAFKA_* instead of starting one"),
 ) -> None:
     """Time a recorded call adds to the caller's thread, against the same call unrecorded."""
@@ -106,25 +110,20 @@ def command(
 
     console = Console(stderr=True)
     workdir = Path(tempfile.mkdtemp(prefix="callstream-bench-producer-"))
-    servers = None
     try:
-        if external:
-            kafka = KafkaSettings()
-        else:
-            servers = local_servers.up(
-                workdir / "noida",
-                kafka_port=local_servers.free_port(),
-                es_port=local_servers.free_port(),
-                fresh=True,
+        with contextlib.ExitStack() as stack:
+            if external:
+                kafka = KafkaSettings()
+            else:
+                kafka = stack.enter_context(local_servers.running(engine, workdir / engine)).kafka_settings()
+            create_topics(kafka)
+            console.print(
+                f"timing {calls} calls at {rate:g}/s against Kafka at {kafka.bootstrap_servers} ..."
             )
-            kafka = KafkaSettings(bootstrap_servers=servers.bootstrap_servers)
-        create_topics(kafka)
-        console.print(f"timing {calls} calls at {rate:g}/s against Kafka at {kafka.bootstrap_servers} ...")
-        result = measure(kafka, workdir / "spool", calls, rate, warmup)
+            result = measure(kafka, workdir / "spool", calls, rate, warmup)
     finally:
-        if servers is not None:
-            local_servers.down(servers.data_dir)
         shutil.rmtree(workdir, ignore_errors=True)
+    result["broker"] = "external" if external else f"{engine} engine"
     table = Table(title="producer: time on the caller's thread (µs)")
     for column in ("", "median", "p99"):
         table.add_column(column)

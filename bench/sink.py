@@ -118,24 +118,15 @@ def enriched_events(n: int, seed: int = 7, days: int = 3) -> list[dict[str, Any]
 
 
 @contextmanager
-def _servers(use_configured: bool) -> Iterator[tuple[KafkaSettings, ElasticsearchSettings, str]]:
+def _servers(use_configured: bool, engine: str) -> Iterator[tuple[KafkaSettings, ElasticsearchSettings, str]]:
     if use_configured:
         kafka, es = KafkaSettings(), ElasticsearchSettings()
         yield kafka, es, f"configured ({kafka.bootstrap_servers})"
         return
     data_dir = Path(tempfile.mkdtemp(prefix="callstream-bench-sink-"))
     try:
-        srv = local_servers.up(
-            data_dir, kafka_port=local_servers.free_port(), es_port=local_servers.free_port(), fresh=True
-        )
-        try:
-            yield (
-                KafkaSettings(bootstrap_servers=srv.bootstrap_servers),
-                ElasticsearchSettings(url=srv.es_url),
-                "noida-db",
-            )
-        finally:
-            local_servers.down(srv.data_dir)
+        with local_servers.running(engine, data_dir / engine) as srv:
+            yield srv.kafka_settings(), srv.es_settings(), f"{engine} engine"
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
 
@@ -304,6 +295,10 @@ def command(
     use_configured: bool = typer.Option(
         False, "--use-configured", help="Use the CALLSTREAM_* servers instead of fresh local ones"
     ),
+    engine: str = typer.Option(
+        "embedded",
+        help="Local servers to start: embedded (noida-db) or real (Kafka and Elasticsearch; Java)",
+    ),
 ) -> None:
     """Sink docs/s from Kafka into Elasticsearch vs the raw elasticsearch.helpers bulk rate."""
     overrides = {
@@ -313,7 +308,7 @@ def command(
     }
     console.print(f"generating {docs:,} enriched events")
     events = enriched_events(docs)
-    with _servers(use_configured) as (kafka_base, es_base, broker):
+    with _servers(use_configured, engine) as (kafka_base, es_base, broker):
         run_id = f"bench{uuid.uuid4().hex[:6]}"
         kafka = kafka_base.model_copy(update={"topic_prefix": run_id})
         es = es_base.model_copy(update={"index_prefix": run_id})
@@ -325,7 +320,8 @@ def command(
         create_topics(kafka, partitions=partitions)
         with es.client() as client:
             index_templates.apply(client, es, sink)
-            es_version = client.info()["version"]["number"]
+            # nodes.info, not info(): the real engine's node has no `GET /` (docs/engines.md)
+            es_version = next(iter(client.nodes.info(metric="_none")["nodes"].values()))["version"]
         produce(kafka, kafka.topic(topics.ENRICHED), events, events_per_message)
 
         # limit, sink, limit, sink, ..., limit: each sink run between two limit runs on the same server.

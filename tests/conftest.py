@@ -1,12 +1,13 @@
-"""Fixtures shared by all tests: real servers, started once per test run.
+"""Fixtures shared by all tests: local servers, started once per test run.
 
-`servers` is noida-db by default; with CALLSTREAM_TEST_BACKEND=docker (or auto, when a Docker
-engine answers) it is real Kafka and Elasticsearch in containers (tests/containers.py).
+`servers` runs on the engine CALLSTREAM_TEST_BACKEND names (tests/containers.py): embedded
+(noida-db, the default) or real (Apache Kafka and Elasticsearch). A test marked
+`@pytest.mark.needs(feature, ...)` is skipped, with the engine's reason, where the engine lacks a
+feature (`local_servers.FEATURES`); `@pytest.mark.smoke` tests run on both engines in CI.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,28 +16,49 @@ from pathlib import Path
 import pytest
 
 from callstream.infra import local_servers
+from callstream.infra.local_servers import LocalServers
 from callstream.infra.setup import setup
 from callstream.settings import ElasticsearchSettings, KafkaSettings
 from tests import containers
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "needs(*features): skipped on an engine that lacks one of these features "
+        f"({', '.join(local_servers.FEATURES)})",
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    engine = containers.backend()
+    for marker in item.iter_markers("needs"):
+        for feature in marker.args:
+            if feature not in local_servers.FEATURES:
+                raise ValueError(f"{item.nodeid}: unknown feature {feature!r} in @pytest.mark.needs")
+            if feature in engine.gaps:
+                pytest.skip(f"needs {feature}, which the {engine.name} engine lacks: {engine.gaps[feature]}")
+
+
 @pytest.fixture(scope="session")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[containers.Servers]:
-    """Kafka and Elasticsearch with topics and templates in place, on the selected backend.
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServers]:
+    """Kafka and Elasticsearch with topics and templates in place, on the selected engine.
 
     Environment variables are set so that subprocess workers find the same servers.
     """
-    backend, why = containers.resolve_backend()
-    if not backend:
-        pytest.skip(f"no Docker engine reachable: {why}")
-    if backend == "docker":
-        with containers.docker_servers() as docker_srv, _environment(docker_srv.env()):
-            setup(KafkaSettings(), ElasticsearchSettings())
-            yield docker_srv
-        return
-    data_dir: Path = tmp_path_factory.mktemp("noida")
+    engine = containers.backend()
+    problem = engine.unavailable()
+    if problem:
+        raise RuntimeError(
+            f"{containers.BACKEND_ENV}={engine.name}, but that engine cannot run here: {problem}"
+        )
+    data_dir: Path = tmp_path_factory.mktemp(engine.name)
     srv = local_servers.up(
-        data_dir=data_dir, kafka_port=local_servers.free_port(), es_port=local_servers.free_port(), fresh=True
+        data_dir,
+        kafka_port=local_servers.free_port(),
+        es_port=local_servers.free_port(),
+        fresh=True,
+        engine_name=engine.name,
     )
     saved = {k: os.environ.get(k) for k in srv.env()}
     os.environ.update(srv.env())
@@ -53,49 +75,31 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[containers.Ser
 
 
 @pytest.fixture
-def kafka_settings(servers: containers.Servers) -> KafkaSettings:
-    return KafkaSettings(bootstrap_servers=servers.bootstrap_servers)
+def kafka_settings(servers: LocalServers) -> KafkaSettings:
+    return servers.kafka_settings()
 
 
 @pytest.fixture
-def es_settings(servers: containers.Servers) -> ElasticsearchSettings:
-    return ElasticsearchSettings(url=servers.es_url)
+def es_settings(servers: LocalServers) -> ElasticsearchSettings:
+    return servers.es_settings()
 
 
 @dataclass(frozen=True)
 class ServersControl:
-    """Stops and restarts one protocol of the running servers, for failure tests (noida-db only)."""
+    """Stops and restarts one service of the session's servers, for failure tests (both engines)."""
 
-    servers: local_servers.LocalServers
+    servers: LocalServers
 
     def stop(self, service: str) -> None:
         """`service`: 'kafka' or 'elasticsearch'; the other one keeps running."""
         local_servers.stop_service(service, self.servers.data_dir)
 
     def start(self, service: str) -> None:
+        """Start it again on the same port and data, and wait until both answer."""
         local_servers.start_service(service, self.servers.data_dir)
+        local_servers.wait_until_ready(self.servers)
 
 
 @pytest.fixture
-def servers_control(servers: containers.Servers) -> ServersControl:
-    """Skips the test on the docker backend: a restarted container comes back on new host ports."""
-    if not isinstance(servers, local_servers.LocalServers):
-        pytest.skip(
-            "stopping and restarting one server needs the noida-db backend (CALLSTREAM_TEST_BACKEND=noida): "
-            "a restarted container is published on new host ports"
-        )
+def servers_control(servers: LocalServers) -> ServersControl:
     return ServersControl(servers)
-
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value

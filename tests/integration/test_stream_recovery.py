@@ -6,9 +6,9 @@ partials are skipped, duplicates of already-counted events are dropped) and noth
 
 Every test acts while input is still arriving, which is when faust-streaming drops fetched input
 during recovery (docs/stream.md, "Guard"); one test makes that loss on purpose and checks the guard.
-SIGKILL and scale-out/in run on Tansu: noida-db never evicts a SIGKILLed group member, so its
-partitions would stay orphaned there (NOTES.md), and its rejoins after a member left mid-run
-stalled; Tansu evicts after the session timeout.
+SIGKILL and scale-out/in need a broker that evicts a dead group member after its session timeout
+(the real engine): the embedded one never does, so the partitions would stay orphaned there, and
+its rejoins after a member left mid-run stalled.
 """
 
 from __future__ import annotations
@@ -21,15 +21,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from callstream import topics
-from callstream.infra.local_servers import LocalServers
-from callstream.infra.tansu_server import TansuServer
+from callstream.infra.local_servers import GROUP_EVICTION, LocalServers
 from callstream.producers import synthetic
 from callstream.producers.contract import RawCallEvent
 from callstream.producers.loadgen import publish
@@ -43,28 +42,9 @@ pytestmark = pytest.mark.integration
 START = datetime(2026, 3, 1, 11, 58, 30, tzinfo=UTC)
 
 # faust reads these from the environment (faust.types.settings: BROKER_SESSION_TIMEOUT, ...);
-# StreamSettings has no setting for them.
-# - A short session timeout lets Tansu evict the killed member in seconds, not faust's 60 s.
-# - One record per produced batch: Tansu reports a partition's high watermark as the base offset
-#   of its newest batch + 1, and faust stops changelog recovery at the high watermark, so records
-#   after the first one of the newest batch would be missing from recovered tables (seen here:
-#   window versions going backwards in the changelog and stale aggregates). A real broker needs none.
-FAUST_ON_TANSU = {
-    "BROKER_SESSION_TIMEOUT": "6",
-    "BROKER_HEARTBEAT_INTERVAL": "1",
-    "PRODUCER_MAX_BATCH_SIZE": "1",
-}
-
-
-def newest_aggregates_until_idle(kafka: KafkaSettings) -> dict[str, dict[str, Any]]:
-    """tests.pipeline.latest_aggregates, read with iter_until_idle (Tansu's high watermark lags)."""
-    latest: dict[str, dict[str, Any]] = {}
-    for message in iter_until_idle(kafka, kafka.topic(topics.AGGREGATES)):
-        doc = orjson.loads(message.value())
-        current = latest.get(doc["doc_id"])
-        if current is None or doc["version"] > current["version"]:
-            latest[doc["doc_id"]] = doc
-    return latest
+# StreamSettings has no setting for them. A short session timeout lets the broker evict a killed
+# member in seconds, not faust's 60 s.
+FAST_EVICTION = {"BROKER_SESSION_TIMEOUT": "6", "BROKER_HEARTBEAT_INTERVAL": "1"}
 
 
 def log_events(process: subprocess.Popen[bytes], event: str) -> list[dict[str, Any]]:
@@ -190,17 +170,18 @@ def lost_input(pipeline: Pipeline, events: list[RawCallEvent]) -> str:
     )
 
 
-def test_sigkill_of_one_of_two_workers_mid_run_is_exact(tansu: TansuServer, tmp_path: Path) -> None:
-    """Tansu: kill -9 one of two workers while input arrives; the other takes over its partitions
+@pytest.mark.needs(GROUP_EVICTION)
+def test_sigkill_of_one_of_two_workers_mid_run_is_exact(servers: LocalServers, tmp_path: Path) -> None:
+    """kill -9 one of two workers while input arrives; the other takes over its partitions
     after the session timeout, recovers the dead worker's tables from their changelogs and finishes."""
-    pipeline = new_pipeline(cast(LocalServers, tansu), tmp_path)  # Pipeline needs only env() and the address
+    pipeline = new_pipeline(servers, tmp_path)
     events = synthetic.generate(10_000, seed=21, start=START, rate_per_s=50)
     shuffle = random.Random(21)
     duplicates = shuffle.sample(events[:4000], 150) + shuffle.sample(events[:7000], 250)
     try:
-        victim = pipeline.start_stream_worker(**FAUST_ON_TANSU)
-        survivor = pipeline.start_stream_worker(**FAUST_ON_TANSU)
-        publish_first_input(pipeline, events[:4000] + duplicates[:150], newest_aggregates_until_idle)
+        victim = pipeline.start_stream_worker(**FAST_EVICTION)
+        survivor = pipeline.start_stream_worker(**FAST_EVICTION)
+        publish_first_input(pipeline, events[:4000] + duplicates[:150], latest_aggregates)
         assert poll(lambda: messages_processed(victim) > 0, 30), "the victim never processed input"
 
         publish_while(pipeline, events[4000:7000], [(1.0, lambda: victim.send_signal(signal.SIGKILL))])
@@ -210,7 +191,7 @@ def test_sigkill_of_one_of_two_workers_mid_run_is_exact(tansu: TansuServer, tmp_
         converge(
             pipeline,
             events,
-            newest_aggregates_until_idle,
+            latest_aggregates,
             timeout_s=75,
         )
         recovered = [doc["windows"] for doc in log_events(survivor, "windows republished after recovery")]
@@ -219,29 +200,30 @@ def test_sigkill_of_one_of_two_workers_mid_run_is_exact(tansu: TansuServer, tmp_
         pipeline.stop_all()
 
 
-def test_sigkill_and_restart_of_the_only_worker_is_exact(tansu: TansuServer, tmp_path: Path) -> None:
+@pytest.mark.needs(GROUP_EVICTION)
+def test_sigkill_and_restart_of_the_only_worker_is_exact(servers: LocalServers, tmp_path: Path) -> None:
     """The same crash with a single worker, restarted under the same app id while input keeps
-    arriving. On Tansu, which evicts the dead member after the session timeout (noida-db never
-    does, so the restarted worker would get no partitions there)."""
-    pipeline = new_pipeline(cast(LocalServers, tansu), tmp_path)
+    arriving. The broker evicts the dead member after the session timeout (noida-db never does, so
+    the restarted worker would get no partitions there)."""
+    pipeline = new_pipeline(servers, tmp_path)
     events = synthetic.generate(8000, seed=22, start=START, rate_per_s=50)
     duplicates = random.Random(22).sample(events[:5000], 300)
     try:
-        first = pipeline.start_stream_worker(**FAUST_ON_TANSU)
-        publish_first_input(pipeline, events[:3000], newest_aggregates_until_idle)
+        first = pipeline.start_stream_worker(**FAST_EVICTION)
+        publish_first_input(pipeline, events[:3000], latest_aggregates)
         restarted: list[subprocess.Popen[bytes]] = []
 
         def kill_and_restart() -> None:
             first.send_signal(signal.SIGKILL)
             assert first.wait(10) == -signal.SIGKILL
-            restarted.append(pipeline.start_stream_worker(**FAUST_ON_TANSU))
+            restarted.append(pipeline.start_stream_worker(**FAST_EVICTION))
 
         publish_while(pipeline, events[3000:6000], [(1.0, kill_and_restart)], duration_s=15.0)
         publish_all(pipeline, events[6000:] + duplicates)
         converge(
             pipeline,
             events,
-            newest_aggregates_until_idle,
+            latest_aggregates,
             timeout_s=90,
         )
         # Its progress is logged every 5 s: the exact aggregates may come before the next line.
@@ -273,17 +255,18 @@ def test_sigterm_and_restart_mid_run_with_duplicates_is_exact(servers: LocalServ
         pipeline.stop_all()
 
 
-def test_worker_added_then_stopped_mid_run_is_exact(tansu: TansuServer, tmp_path: Path) -> None:
+@pytest.mark.needs(GROUP_EVICTION)
+def test_worker_added_then_stopped_mid_run_is_exact(servers: LocalServers, tmp_path: Path) -> None:
     """Scale out, then in, with input arriving throughout: a second worker joins (both rebalance
-    and recover), then the first stops gracefully (the second takes over all partitions). On Tansu:
-    on noida-db the survivor's rejoin after the other member left mid-run stalled in one run here
-    (its commits failed with IllegalGeneration and no new assignment came; not investigated further)."""
-    pipeline = new_pipeline(cast(LocalServers, tansu), tmp_path)
+    and recover), then the first stops gracefully (the second takes over all partitions). Not on
+    noida-db: there the survivor's rejoin after the other member left mid-run stalled in one run
+    (its commits failed with IllegalGeneration and no new assignment came)."""
+    pipeline = new_pipeline(servers, tmp_path)
     events = synthetic.generate(12_000, seed=9, start=START, rate_per_s=50)
     duplicates = random.Random(9).sample(events[:9000], 300)
     try:
-        first = pipeline.start_stream_worker(**FAUST_ON_TANSU)
-        publish_first_input(pipeline, events[:3000], newest_aggregates_until_idle)
+        first = pipeline.start_stream_worker(**FAST_EVICTION)
+        publish_first_input(pipeline, events[:3000], latest_aggregates)
         workers: list[subprocess.Popen[bytes]] = []
         stopped: list[int] = []
 
@@ -295,17 +278,17 @@ def test_worker_added_then_stopped_mid_run_is_exact(tansu: TansuServer, tmp_path
             pipeline,
             events[3000:9000],
             [
-                (0.5, lambda: workers.append(pipeline.start_stream_worker(**FAUST_ON_TANSU))),
+                (0.5, lambda: workers.append(pipeline.start_stream_worker(**FAST_EVICTION))),
                 (3.0, stop_first_once_the_second_works),
             ],
-            duration_s=60.0,  # Tansu's group joins take seconds: input keeps arriving through both
+            duration_s=60.0,  # group joins take seconds: input keeps arriving through both
         )
         assert stopped == [0], pipeline.logs()
         publish_all(pipeline, events[9000:] + duplicates)
         converge(
             pipeline,
             events,
-            newest_aggregates_until_idle,
+            latest_aggregates,
             timeout_s=90,
         )
     finally:
