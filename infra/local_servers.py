@@ -45,7 +45,6 @@ SERVICES = ("kafka", "elasticsearch")
 GROUP_EVICTION = "group_eviction"  # a SIGKILLed consumer-group member is evicted after its session timeout
 FETCH_LIMITS = "fetch_limits"  # fetch.max.bytes / fetch.wait.max.ms are honoured
 PERCENTILES = "percentiles"  # Elasticsearch percentiles and composite aggregations
-EXTERNAL_VERSIONS = "external_versions"  # version_type=external refuses older and equal versions
 UNINDEXED_OBJECTS = "unindexed_objects"  # an object mapped `enabled: false` is stored, not searchable
 ILM = "ilm"  # index lifecycle management (retention policies)
 ESQL = "esql"  # the ES|QL `_query` endpoint (the Kibana alert rules use it)
@@ -54,7 +53,6 @@ FEATURES = (
     GROUP_EVICTION,
     FETCH_LIMITS,
     PERCENTILES,
-    EXTERNAL_VERSIONS,
     UNINDEXED_OBJECTS,
     ILM,
     ESQL,
@@ -96,8 +94,8 @@ class LocalServers:
 
     def kafka_settings(self, **fields: Any) -> KafkaSettings:
         """KafkaSettings for these servers (with the engine's overrides), for in-process clients."""
-        overrides: dict[str, Any] = dict(self.kafka_overrides)
-        return KafkaSettings(bootstrap_servers=self.bootstrap_servers, **overrides, **fields)
+        values: dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers, **dict(self.kafka_overrides)}
+        return KafkaSettings(**(values | fields))
 
     def es_settings(self, **fields: Any) -> ElasticsearchSettings:
         return ElasticsearchSettings(url=self.es_url, **fields)
@@ -291,7 +289,6 @@ class EmbeddedEngine:
         GROUP_EVICTION: "noida-db never evicts a SIGKILLed group member: its partitions stay orphaned",
         FETCH_LIMITS: "noida-db ignores fetch size and wait limits (a fetch may return a whole partition)",
         PERCENTILES: "noida-db has no percentiles or composite aggregations",
-        EXTERNAL_VERSIONS: "noida-db is not Elasticsearch's versioning engine",
         UNINDEXED_OBJECTS: "noida-db indexes fields under `enabled: false` anyway",
         ILM: "noida-db has no ILM",
         ESQL: "noida-db has no ES|QL (_query)",

@@ -21,6 +21,7 @@ import pytest
 from elasticsearch import NotFoundError
 
 from callstream.infra.kibana.provision import rule_files
+from callstream.infra.local_servers import ESQL
 from callstream.settings import ElasticsearchSettings
 from callstream.streams.contract import LatencySummary, TokenSums, WindowAggregate
 from tests.containers import Servers
@@ -205,6 +206,7 @@ def test_unpriced_models_are_reported_per_model(es: Any, index: str, this_minute
     assert run_dsl_rule(es, RULES["callstream-unpriced-models"], index) == {"mystery-model": 7}
 
 
+@pytest.mark.needs(ESQL)
 def test_error_rate_rule_is_a_ratio_of_sums(es: Any, index: str, this_minute: datetime) -> None:
     minutes = [-1, -2, -3, -4]
     plan = {  # model -> (requests, errors) per minute

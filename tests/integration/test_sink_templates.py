@@ -81,6 +81,7 @@ def test_aggregate_mapping_counts_errors_by_type_and_stores_the_sketch(
     assert client.get(index=index, id="a")["_source"]["latency_sketch"] == doc["latency_sketch"]
 
 
+@pytest.mark.needs(local_servers.UNINDEXED_OBJECTS)
 def test_latency_sketch_is_not_searchable(prefixed: tuple[Elasticsearch, ElasticsearchSettings]) -> None:
     client, settings = prefixed
     index = f"{settings.index_prefix}-aggregates-1m-2026.04"
@@ -92,6 +93,7 @@ def test_latency_sketch_is_not_searchable(prefixed: tuple[Elasticsearch, Elastic
         )
 
 
+@pytest.mark.needs(local_servers.ILM)
 def test_retention_policies_where_the_server_has_ilm(
     prefixed: tuple[Elasticsearch, ElasticsearchSettings],
 ) -> None:
