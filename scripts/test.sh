@@ -1,9 +1,28 @@
 #!/usr/bin/env bash
 # Install everything and run the checks and the whole test suite (unit, property, integration).
-# Integration tests start their own local Kafka + Elasticsearch (noida-db) on free loopback ports.
+#
+# Integration tests start their own Kafka + Elasticsearch on free loopback ports, on the engine
+# CALLSTREAM_TEST_BACKEND names (docs/engines.md):
+#   embedded (default)  noida-db, pure pip; tests needing what it lacks are skipped with the reason
+#   real                Apache Kafka 4.1 + Elasticsearch 8.19 (Java 17+, Maven once); the tests
+#                       marked `smoke` then run a second time on the embedded engine, which the
+#                       demo uses by default. CI (.ci/run) runs this.
+# Arguments go to the first pytest run (e.g. `scripts/test.sh tests/unit -q`); with arguments there
+# is no second run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh dev
+backend="${CALLSTREAM_TEST_BACKEND:-embedded}"
+if [ "$backend" = real ]; then
+    # Fails here, with the reason, if Java or Maven or Maven Central is missing.
+    .venv/bin/python -m callstream.infra.real_engines resolve
+fi
 echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy"; .venv/bin/mypy
-echo "== pytest"; exec .venv/bin/pytest "$@"
+# pytest's exit code 5 (no tests collected) fails this script like any other non-zero code.
+echo "== pytest on the $backend engine"
+CALLSTREAM_TEST_BACKEND="$backend" .venv/bin/pytest "$@"
+if [ "$backend" = real ] && [ $# -eq 0 ]; then
+    echo "== pytest -m smoke on the embedded engine"
+    CALLSTREAM_TEST_BACKEND=embedded .venv/bin/pytest -m smoke tests/integration
+fi

@@ -11,13 +11,24 @@
 from __future__ import annotations
 
 import os
+from typing import Protocol
 
 from callstream.infra import local_servers
-from callstream.infra.local_servers import Engine, LocalServers
+from callstream.infra.local_servers import Engine
 
 BACKEND_ENV = "CALLSTREAM_TEST_BACKEND"
 
-Servers = LocalServers  # what the `servers` fixture gives, whatever the engine
+
+class Servers(Protocol):
+    """What tests and tests.pipeline use of a Kafka + Elasticsearch pair (LocalServers, say)."""
+
+    @property
+    def bootstrap_servers(self) -> str: ...
+
+    @property
+    def es_url(self) -> str: ...
+
+    def env(self) -> dict[str, str]: ...
 
 
 def backend() -> Engine:

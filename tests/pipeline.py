@@ -20,11 +20,12 @@ from typing import Any
 import orjson
 
 from callstream import topics
-from callstream.infra.local_servers import LocalServers, free_port
+from callstream.infra.local_servers import free_port
 from callstream.infra.processes import stop_process
 from callstream.infra.setup import create_topics
 from callstream.settings import KafkaSettings
 from callstream.topic_reader import iter_to_end
+from tests.containers import Servers
 from tests.ground_truth import Expected, compare
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @dataclass
 class Pipeline:
-    servers: LocalServers
+    servers: Servers
     prefix: str
     partitions: int = 6
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -109,7 +110,7 @@ class Pipeline:
         return "\n".join(out)
 
 
-def new_pipeline(servers: LocalServers, tmp_path: Path, partitions: int = 6) -> Pipeline:
+def new_pipeline(servers: Servers, tmp_path: Path, partitions: int = 6) -> Pipeline:
     prefix = f"t{uuid.uuid4().hex[:10]}"
     pipeline = Pipeline(servers, prefix, partitions, log_dir=tmp_path)
     pipeline.setup()

@@ -1,0 +1,31 @@
+"""`callstream demo` on the engine the tests run on: it starts its own servers (fresh, on free
+ports), runs the main job end to end and stops everything it started."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from callstream.infra import local_servers
+from callstream.infra.demo import run_demo
+from callstream.producers import synthetic
+from tests import containers
+
+pytestmark = [pytest.mark.integration, pytest.mark.smoke]
+
+
+def test_demo_indexes_every_call_and_counts_it_once(tmp_path: Path) -> None:
+    engine = containers.backend().name
+    data_dir = tmp_path / "demo"
+    report = run_demo(
+        events=3000, data_dir=data_dir, timeout_s=300, console=Console(file=None, quiet=True), engine=engine
+    )
+    invalid = len(synthetic.invalid_inputs())
+    assert (report.events, report.invalid) == (3000, invalid)
+    assert report.call_docs == 3000
+    assert sum(row.requests for row in report.models.values()) == 3000
+    assert report.deadletter_docs == invalid
+    assert report.aggregate_docs > 0
+    assert [e.name for e in local_servers.engines_in(data_dir)] == [engine]
