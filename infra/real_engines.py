@@ -497,8 +497,7 @@ def _format_kafka(jars: EngineJars, svc: _Service, cluster_id: str) -> None:
         KAFKA_STORAGE_TOOL,
         "format",
         "--ignore-formatted",
-        "-t",
-        cluster_id,
+        f"--cluster-id={cluster_id}",  # one argument: an id may start with '-' (base64url)
         "-c",
         svc.extra["config"],
     ]

@@ -19,6 +19,7 @@ from tests.pipeline import array_items, new_pipeline, wait_for
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.smoke  # also run on the embedded engine in CI
 def test_calls_and_aggregates_reach_elasticsearch_exactly(servers: LocalServers, tmp_path: Path) -> None:
     pipeline = new_pipeline(servers, tmp_path)
     events = synthetic.generate(8_000, seed=42, start=datetime(2026, 5, 4, 23, 57, tzinfo=UTC), rate_per_s=20)

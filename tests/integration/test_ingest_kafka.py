@@ -124,6 +124,7 @@ def test_seed_file_with_bad_lines(kafka_settings: KafkaSettings, tmp_path: Path)
     assert (checkpoint["offset"], checkpoint["line"]) == (log_file.stat().st_size, 1_205)
 
 
+@pytest.mark.smoke  # also run on the embedded engine in CI
 def test_restart_resumes_with_no_gap_and_no_duplicate(kafka_settings: KafkaSettings, tmp_path: Path) -> None:
     log_file = tmp_path / "api.log"
     now = datetime.now(UTC)

@@ -260,6 +260,7 @@ def test_noida_keeps_documents_across_an_elasticsearch_stop_and_start(
     assert pipeline.es.get(index=f"{pipeline.prefix}-probe", id="kept")["_source"] == {"n": 1}
 
 
+@pytest.mark.smoke  # also run on the embedded engine in CI
 def test_malformed_documents_are_dead_lettered_and_neighbours_indexed(
     pipeline: Pipeline, processes: list[subprocess.Popen[bytes]]
 ) -> None:

@@ -234,6 +234,7 @@ def test_sigkill_and_restart_of_the_only_worker_is_exact(servers: LocalServers, 
         pipeline.stop_all()
 
 
+@pytest.mark.smoke  # also run on the embedded engine in CI
 def test_sigterm_and_restart_mid_run_with_duplicates_is_exact(servers: LocalServers, tmp_path: Path) -> None:
     """Graceful stop of the only worker while input arrives, then a restart; duplicates of events
     counted before the stop arrive after it, so the dedup table must have come back too."""
