@@ -62,3 +62,23 @@ def test_unknown_engine_and_service_are_errors(tmp_path: Path) -> None:
         local_servers.stop_service("kafka", tmp_path)
     assert local_servers.status(tmp_path) == f"no local servers in {tmp_path.resolve()}"
     local_servers.down(tmp_path)  # nothing recorded: nothing to do
+
+
+def test_the_real_engine_says_why_it_cannot_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    engine = real_engines.RealEngine()
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-jdk"))
+    assert engine.unavailable() == f"JAVA_HOME={tmp_path / 'no-jdk'} has no bin/java"
+    with pytest.raises(local_servers.LocalServersError, match="the real engine cannot run here: JAVA_HOME="):
+        local_servers.up(
+            tmp_path / "data", local_servers.free_port(), local_servers.free_port(), engine_name="real"
+        )
+    assert not (tmp_path / "data").exists()  # nothing started, nothing created
+
+    java = tmp_path / "jdk" / "bin" / "java"
+    java.parent.mkdir(parents=True)
+    java.touch()
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk"))
+    monkeypatch.setattr(real_engines, "resolved", lambda *args: None)
+    monkeypatch.setattr(real_engines.shutil, "which", lambda name: None)
+    problem = engine.unavailable()
+    assert problem is not None and "Maven is not installed" in problem and "scripts/bootstrap.sh" in problem
