@@ -8,8 +8,9 @@ Every stage connects through these objects, so pointing callstream at a producti
 from __future__ import annotations
 
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,6 +31,39 @@ class KafkaSettings(BaseSettings):
     topic_prefix: str = "callstream"
     # Emulators may return a whole partition in one fetch (NOTES.md); a real broker honours limits.
     receive_message_max_bytes: int = Field(default=1_000_000_000, ge=1_000_000)
+
+    @model_validator(mode="after")
+    def _one_security_decision(self) -> KafkaSettings:
+        """Refuse combinations that cannot work, before any client is built: confluent-kafka and
+        aiokafka would each fail differently (or, worse, silently connect without credentials)."""
+        protocol, mechanism = self.security_protocol, self.sasl_mechanism
+        uses_sasl, uses_tls = protocol.startswith("SASL_"), protocol.endswith("SSL")
+        if mechanism and not uses_sasl:
+            raise ValueError(
+                f"CALLSTREAM_KAFKA_SASL_MECHANISM={mechanism} needs CALLSTREAM_KAFKA_SECURITY_PROTOCOL "
+                f"SASL_PLAINTEXT or SASL_SSL, not {protocol}"
+            )
+        if uses_sasl and not mechanism:
+            raise ValueError(
+                f"CALLSTREAM_KAFKA_SECURITY_PROTOCOL={protocol} needs CALLSTREAM_KAFKA_SASL_MECHANISM "
+                "(PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
+            )
+        if uses_sasl and not (self.sasl_username and self.sasl_password):
+            raise ValueError(
+                f"SASL ({mechanism}) needs CALLSTREAM_KAFKA_SASL_USERNAME and CALLSTREAM_KAFKA_SASL_PASSWORD"
+            )
+        tls_files = [self.ssl_ca_location, self.ssl_certificate_location, self.ssl_key_location]
+        if any(tls_files) and not uses_tls:
+            raise ValueError(
+                f"TLS files are set but CALLSTREAM_KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS "
+                "(use SSL or SASL_SSL)"
+            )
+        if bool(self.ssl_certificate_location) != bool(self.ssl_key_location):
+            raise ValueError(
+                "a client certificate needs both CALLSTREAM_KAFKA_SSL_CERTIFICATE_LOCATION and "
+                "CALLSTREAM_KAFKA_SSL_KEY_LOCATION"
+            )
+        return self
 
     def confluent_config(self) -> dict[str, Any]:
         """librdkafka properties shared by producers, consumers and the admin client."""
@@ -68,6 +102,14 @@ class ElasticsearchSettings(BaseSettings):
     verify_certs: bool = True
     request_timeout_s: float = 30.0
     index_prefix: str = "callstream"
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without any user:password part, for logs and messages."""
+        parts = urlsplit(self.url)
+        if "@" not in parts.netloc:
+            return self.url
+        return urlunsplit(parts._replace(netloc="[redacted]@" + parts.netloc.rsplit("@", 1)[1]))
 
     def client_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {

@@ -221,8 +221,10 @@ def _decode_items(
     rejected: list[RejectedEvent] = []
     for item, index in zip(items, positions, strict=True):
         if not isinstance(item, dict):
+            # A JSON string stays JSON (quoted) in the dead letter, unlike a raw value's text.
+            original = orjson.dumps(item) if isinstance(item, str) else item
             rejected.append(
-                RejectedEvent(f"expected an event object, got {type(item).__name__}", item, index)
+                RejectedEvent(f"expected an event object, got {type(item).__name__}", original, index)
             )
             continue
         if origin is not None and not item.get("event_id"):
@@ -236,8 +238,14 @@ def _decode_items(
     return valid, rejected
 
 
+def partition_for_key(key: str, partitions: int) -> int:
+    """The one placement function of callstream's topics: crc32 of the key, modulo the partition
+    count. Event ids place raw events, window keys place partial aggregates."""
+    return zlib.crc32(key.encode()) % partitions
+
+
 def partition_for_event_id(event_id: str, partitions: int) -> int:
     """The raw-topic partition of an event: every copy of an event lands on the same partition,
     which is what lets the stream drop duplicates per partition. Producers should follow it;
     the stream re-routes events that arrive elsewhere."""
-    return zlib.crc32(event_id.encode()) % partitions
+    return partition_for_key(event_id, partitions)

@@ -159,7 +159,9 @@ class SinkWorker:
         self._consumer.subscribe(
             self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
-        log.info("sink started", topics=self.topics, group_id=self.sink.group_id, elasticsearch=self.es.url)
+        log.info(
+            "sink started", topics=self.topics, group_id=self.sink.group_id, elasticsearch=self.es.safe_url
+        )
         try:
             self._loop(stop_when_idle_s, stop_after_docs)
             self._drain()

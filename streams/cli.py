@@ -23,6 +23,12 @@ def stream_command(
     ),
     replay: bool = typer.Option(False, help="Consume the replay topic instead of the raw topic"),
     generation: int | None = typer.Option(None, help="Replay generation (defaults to now, epoch seconds)"),
+    replay_from: datetime | None = typer.Option(
+        None, "--from", help="With --replay: first UTC day of the replayed range (its event-time bound)"
+    ),
+    replay_to: datetime | None = typer.Option(
+        None, "--to", help="With --replay: UTC midnight after the replayed range"
+    ),
 ) -> None:
     """Validate, enrich and aggregate call events (a faust-streaming worker; stops on SIGTERM)."""
     import time
@@ -30,6 +36,7 @@ def stream_command(
     import faust
 
     from callstream.streams.app import create_app
+    from callstream.streams.replay import ReplayRangeError, check_range
 
     overrides: dict[str, object] = {}
     if partitions is not None:
@@ -39,6 +46,16 @@ def stream_command(
     if replay:
         overrides["source"] = "replay"
         overrides["generation"] = generation if generation is not None else int(time.time())
+        if replay_from is None or replay_to is None:
+            raise typer.BadParameter("--replay needs --from and --to: the range is its event-time bound")
+        try:
+            start, end = check_range(replay_from, replay_to)
+        except ReplayRangeError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        overrides["replay_from_ms"] = int(start.timestamp() * 1000)
+        overrides["replay_to_ms"] = int(end.timestamp() * 1000)
+    elif replay_from is not None or replay_to is not None:
+        raise typer.BadParameter("--from and --to apply only with --replay")
     settings = StreamSettings(**overrides)  # type: ignore[arg-type]
     try:
         import uvloop
@@ -62,14 +79,12 @@ def replay_command(
 ) -> None:
     """Recompute a range of history (e.g. after a price correction) as a new, higher generation."""
     from callstream.infra.setup import create_topics
-    from callstream.streams.replay import ReplayRangeError, copy_range, new_generation
+    from callstream.streams.replay import ReplayRangeError, check_range, copy_range, new_generation
 
     kafka = KafkaSettings()
     generation = generation if generation is not None else new_generation()
     try:
-        from callstream.streams.replay import check_range
-
-        check_range(start, end)
+        start, end = check_range(start, end)
     except ReplayRangeError as exc:
         raise typer.BadParameter(str(exc)) from exc
     create_topics(kafka, partitions, specs=topics.replay_topic_specs(kafka, generation, partitions))
@@ -93,7 +108,16 @@ def replay_command(
         raise typer.Exit(1)
     if run:
         stream_command(
-            partitions=partitions, web_port=None, stop_when_idle_s=idle_s, replay=True, generation=generation
+            partitions=partitions,
+            web_port=None,
+            stop_when_idle_s=idle_s,
+            replay=True,
+            generation=generation,
+            replay_from=start,
+            replay_to=end,
         )
     else:
-        typer.echo(f"run: callstream stream --replay --generation {generation}")
+        typer.echo(
+            f"run: callstream stream --replay --generation {generation} "
+            f"--from {start.date().isoformat()} --to {end.date().isoformat()}"
+        )

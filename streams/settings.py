@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from callstream.streams.clock import EventTimeBounds
 from callstream.streams.pricing import DEFAULT_OVERRIDES
 
 HOUR_MS = 3_600_000
@@ -26,6 +27,20 @@ class StreamSettings(BaseSettings):
     partitions: int = Field(default=6, ge=1)  # of the raw and partials topics
     # How long after a minute window's end its events still count as on time.
     grace_ms: int = Field(default=60_000, ge=0)
+    # Event times are accepted from this long before their publication (older: dead-lettered; replay
+    # history instead) to this long after it (clock skew). One absurd timestamp never moves the
+    # stream time, dedup expiry, window retention or index creation.
+    max_event_age_ms: int = Field(default=30 * DAY_MS, ge=60_000)
+    max_clock_skew_ms: int = Field(default=5 * 60_000, ge=0)
+    # A replay's range [from, to) in epoch ms: the bound that replaces age and skew for history.
+    replay_from_ms: int | None = Field(default=None, ge=0)
+    replay_to_ms: int | None = Field(default=None, ge=0)
+    # Distinct names per raw partition and UTC day that keep their own windows; later ones are
+    # aggregated under `other` (the calls keep their names). Bounds state under hostile input.
+    max_models_per_day: int = Field(default=500, ge=1)
+    max_providers_per_day: int = Field(default=100, ge=1)
+    max_services_per_day: int = Field(default=500, ge=1)
+    max_users_per_day: int = Field(default=5_000, ge=1)
     dedup_horizon_ms: int = Field(default=DAY_MS, ge=0)  # how long event ids are remembered
     # How long closed windows stay in state to take late corrections, per window size.
     retention_1m_ms: int = Field(default=6 * HOUR_MS, ge=0)
@@ -44,6 +59,33 @@ class StreamSettings(BaseSettings):
     log_level: str = "INFO"
     # faust's working directory (its table metadata), one subdirectory per app id.
     data_dir: Path = Path(".callstream/stream")
+
+    @model_validator(mode="after")
+    def _replay_range(self) -> StreamSettings:
+        if (self.replay_from_ms is None) != (self.replay_to_ms is None):
+            raise ValueError("set both CALLSTREAM_STREAM_REPLAY_FROM_MS and _REPLAY_TO_MS, or neither")
+        if (
+            self.replay_from_ms is not None
+            and self.replay_to_ms is not None
+            and self.replay_to_ms <= self.replay_from_ms
+        ):
+            raise ValueError("CALLSTREAM_STREAM_REPLAY_TO_MS must be after _REPLAY_FROM_MS")
+        return self
+
+    def event_time_bounds(self) -> EventTimeBounds:
+        replay_range = None
+        if self.replay_from_ms is not None and self.replay_to_ms is not None:
+            replay_range = (self.replay_from_ms, self.replay_to_ms)
+        return EventTimeBounds(self.max_event_age_ms, self.max_clock_skew_ms, replay_range)
+
+    def name_caps(self) -> dict[str, int]:
+        return {
+            "model": self.max_models_per_day,
+            "model_family": self.max_models_per_day,
+            "provider": self.max_providers_per_day,
+            "service": self.max_services_per_day,
+            "user": self.max_users_per_day,
+        }
 
     def retention_ms(self) -> dict[str, int]:
         return {"1m": self.retention_1m_ms, "1h": self.retention_1h_ms, "1d": self.retention_1d_ms}

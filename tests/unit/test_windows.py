@@ -254,9 +254,7 @@ def test_failed_and_successful_calls_of_one_model_share_its_windows() -> None:
     dated response name. One model row must hold all 95, with a 40/95 error rate."""
     t0 = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
     common = {"request_model": "gpt-4.1", "duration_ms": 100.0, "input_tokens": 10}
-    failed = [
-        RawCallEvent(event_id=f"f{i}", event_time=t0, status_code=500, **common) for i in range(40)
-    ]
+    failed = [RawCallEvent(event_id=f"f{i}", event_time=t0, status_code=500, **common) for i in range(40)]
     ok = [
         RawCallEvent(
             event_id=f"s{i}", event_time=t0, status_code=200, response_model="gpt-4.1-2025-04-14", **common
