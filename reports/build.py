@@ -126,8 +126,9 @@ def build_report(
     total_row = figures.group_row("(all)", total_state, total_state.cost_pico)
     model_states = figures.by_key(model_docs)
 
+    models = figures.group_rows(model_states, total_state.cost_pico)
     if group_by == "model":
-        groups = figures.group_rows(model_states, total_state.cost_pico)
+        groups = models
     elif group_by in ("day", "hour"):
         bucket_list = days if group_by == "day" else hours
         per = figures.assign(model_docs, bucket_list)
@@ -182,6 +183,7 @@ def build_report(
         windows_used=windows_used,
         notes=notes,
         total=total_row,
+        models=models,
         groups=groups,
         over_time=over_time,
         attribution=attribution,

@@ -73,6 +73,12 @@ def _context(tz: str | None, since: str | None, until: str | None, last: str | N
     }
 
 
+def _console() -> Console:
+    """Wide enough for the tables when the output goes to a file or a pipe (rich's default is 80)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
 def _fail(exc: Exception) -> None:
     typer.echo(f"callstream report: {exc}", err=True)
     raise typer.Exit(2)
@@ -131,7 +137,7 @@ def report(
     elif output is Format.csv:
         sys.stdout.write(groups_csv(result))
     else:
-        render(result, Console())
+        render(result, _console())
     if html:
         from callstream.reports.html import write_html
 
@@ -180,7 +186,7 @@ def savings_command(
     elif output is Format.csv:
         sys.stdout.write(savings_csv(result))
     else:
-        console = Console()
+        console = _console()
         console.print(f"[bold]callstream report savings[/] {c['span'].describe()}")
         for item in [*savings_tables(result), *caching_table(view)]:
             console.print(item)

@@ -256,7 +256,8 @@ class Report(_Row):
     windows_used: dict[str, int] = Field(description="Aggregate windows read, by size")
     notes: list[str]
     total: GroupRow
-    groups: list[GroupRow]
+    models: list[GroupRow] = Field(description="Per model, whatever the grouping")
+    groups: list[GroupRow] = Field(description="Per the requested grouping (--by)")
     over_time: list[TimePoint]
     attribution: list[Attribution]
     patterns: Patterns | None
