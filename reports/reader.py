@@ -18,12 +18,18 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from callstream import logs
+from callstream.errors import CallstreamError
 from callstream.reports.calls import CallGroup, CallSample, ModelUse, ReconcileCell
 from callstream.reports.savings import UsageSlice
 from callstream.reports.settings import ReportSettings
 from callstream.reports.timeplan import Bucket, TimeRange, Window, iso_utc, runs
 
 log = logs.get(__name__)
+
+
+class ReportQueryError(CallstreamError):
+    """Elasticsearch refused or could not answer a query (wrong mapping, server down, ...)."""
+
 
 # Report attribute -> field of the calls index.
 CALL_FIELDS = {"user": "user_id", "session": "session_id", "service": "service_name", "model": "model"}
@@ -103,7 +109,14 @@ class Reader:
         return f"{self.prefix}-aggregates-{size}-*"
 
     def _search(self, index: str, **body: Any) -> dict[str, Any]:
-        response = self.client.search(index=index, ignore_unavailable=True, allow_no_indices=True, **body)
+        from elasticsearch import ApiError, TransportError
+
+        try:
+            response = self.client.search(index=index, ignore_unavailable=True, allow_no_indices=True, **body)
+        except (ApiError, TransportError) as exc:
+            raise ReportQueryError(
+                f"Elasticsearch could not answer a report query on {index}: {exc}"
+            ) from exc
         return dict(response)
 
     # -- window aggregates -----------------------------------------------------------------------
@@ -194,22 +207,30 @@ class Reader:
         return _int(response.get("aggregations", {}).get("cost"))
 
     def call_groups(self, attribute: str, span: TimeRange, top_n: int) -> tuple[list[CallGroup], int | None]:
-        """The top `top_n` keys of a call attribute by cost, each with its sums and model mix,
-        and the approximate number of distinct keys."""
+        """Keys of a call attribute (all of them, or the top `top_n` by cost when there are very
+        many), each with its sums and model mix, and the approximate number of distinct keys."""
         if span.empty:
             return [], 0
         field = CALL_FIELDS[attribute]
+        query = self._calls_query(span)
+        counted = self._search(
+            self.calls_index, size=0, query=query, aggs={"distinct": {"cardinality": {"field": field}}}
+        )
+        distinct = counted.get("aggregations", {}).get("distinct", {}).get("value")
+        # Up to `exact_terms_max_keys` keys, every key is fetched and ranked here: exact on any
+        # number of shards. Beyond, Elasticsearch ranks by cost with `terms_shard_size` candidates.
+        keys = int(distinct or 0) * 11 // 10 + 100
+        size = keys if keys <= self.settings.exact_terms_max_keys else top_n
         response = self._search(
             self.calls_index,
             size=0,
-            query=self._calls_query(span),
+            query=query,
             aggs={
-                "distinct": {"cardinality": {"field": field}},
                 "keys": {
                     "terms": {
                         "field": field,
-                        "size": top_n,
-                        "shard_size": max(self.settings.terms_shard_size, top_n),
+                        "size": size,
+                        "shard_size": max(self.settings.terms_shard_size, size),
                         "order": {"cost": "desc"},
                     },
                     "aggs": {
@@ -246,7 +267,6 @@ class Reader:
                     },
                 )
             )
-        distinct = aggs.get("distinct", {}).get("value")
         return groups, int(distinct) if distinct is not None else None
 
     def error_samples(

@@ -16,6 +16,7 @@ class ReportSettings(BaseSettings):
     waste_scan_max_calls: int = Field(default=500_000, ge=1)  # calls read for the waste check at most
     error_samples_per_category: int = Field(default=3, ge=0)  # distinct messages shown per model and error
     page_size_docs: int = Field(default=5000, ge=10, le=10_000)  # documents per search_after page
+    exact_terms_max_keys: int = Field(default=20_000, ge=10)  # rank up to this many users/sessions exactly
     terms_shard_size: int = Field(default=2000, ge=10)  # candidates per shard for a top-N terms query
     max_ranges_per_query: int = Field(default=500, ge=1)  # window ranges in one aggregates query
     savings_share: float = Field(default=0.5, gt=0, le=1)  # of the selected traffic that moves

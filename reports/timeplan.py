@@ -175,8 +175,8 @@ def bucket_label(span: TimeRange, start_ms: int, by: BucketBy) -> str:
     local = span.local(start_ms)
     if by == "day":
         return local.date().isoformat()
-    if by == "hour":
-        return local.isoformat(timespec="minutes")
+    if by == "hour":  # a partial first hour keeps the label of the local hour it belongs to
+        return local.replace(minute=0, second=0, microsecond=0).isoformat(timespec="minutes")
     return span.describe()
 
 
