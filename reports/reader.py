@@ -304,16 +304,24 @@ class Reader:
         return out
 
     def waste_candidates(self, span: TimeRange, threshold: float) -> tuple[list[CallSample], int, bool]:
-        """Calls that can have an input/output ratio above `threshold` (some output, more input than
-        the threshold), paged; stops after `waste_scan_max_calls` and says so."""
+        """Calls that may have an input/output ratio above `threshold`, paged; the core keeps those
+        that do. Stops after `waste_scan_max_calls` candidates and says so."""
         if span.empty:
             return [], 0, True
-        query = self._calls_query(
-            span,
-            None,
-            {"range": {"output_tokens": {"gte": 1}}},
-            {"range": {"input_tokens": {"gt": threshold}}},
-        )
+        # Output in [2^k, 2^(k+1)) and input above threshold * 2^k: a superset of the wasteful
+        # calls (ratios above threshold / 2 at worst) that a plain range query can express.
+        bands = [
+            {
+                "bool": {
+                    "filter": [
+                        {"range": {"output_tokens": {"gte": 2**k, "lt": 2 ** (k + 1)}}},
+                        {"range": {"input_tokens": {"gt": threshold * 2**k}}},
+                    ]
+                }
+            }
+            for k in range(31)
+        ]
+        query = self._calls_query(span, None, {"bool": {"should": bands, "minimum_should_match": 1}})
         limit = self.settings.waste_scan_max_calls
         samples: list[CallSample] = []
         for doc in self._pages(self.calls_index, query, ["event_time", "event_id"], SAMPLE_FIELDS):

@@ -9,12 +9,14 @@ One pipeline run serves the whole module (it is the slow part); each test reads 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from fractions import Fraction
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -350,3 +352,158 @@ def test_unpriced_and_empty_ranges_read_clearly(data: tuple[Pipeline, list[RawCa
     assert b"no calls in this range" in nothing.stdout
     bad = run_report(pipeline, "--since", "2020-01-02", "--until", "2020-01-01", check=False)
     assert bad.returncode == 2 and b"ends before it starts" in bad.stderr
+
+
+# -- the HTML report in a real browser -------------------------------------------------------------
+
+CHARTS = {
+    "chart-spend-over-time",
+    "chart-error-rate-over-time",
+    "chart-share-of-spend",
+    "chart-latency-by-model",
+    "chart-top-users",
+    "chart-top-services",
+    "chart-savings",
+}
+ARTIFACTS = REPO / ".callstream" / "artifacts"
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def run_chromium(binary: str, profile: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """Headless, offline (every host name resolves to nothing), with a fresh profile."""
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=20000",
+    ]
+    return subprocess.run([binary, *flags, *args], capture_output=True, timeout=180)
+
+
+class PageReader(HTMLParser):
+    """The chart elements' attributes, the body's, and the cells of the page's tables."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.charts: dict[str, dict[str, str]] = {}
+        self.body: dict[str, str] = {}
+        self.tables: dict[str, list[list[str]]] = defaultdict(list)
+        self.svgs = 0
+        self._table: str | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {k: v or "" for k, v in attrs}
+        if tag == "body":
+            self.body = values
+        if values.get("id", "").startswith("chart-") and tag == "div":
+            self.charts[values["id"]] = values
+        if tag == "svg" and "main-svg" in values.get("class", ""):
+            self.svgs += 1
+        if tag == "table":
+            self._table = values.get("id")
+        if tag == "tr" and self._table:
+            self.tables[self._table].append([])
+        if tag == "td" and self._table:
+            self._cell = []
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td" and self._cell is not None and self._table:
+            self.tables[self._table][-1].append("".join(self._cell))
+            self._cell = None
+        if tag == "table":
+            self._table = None
+
+
+def number(text: str) -> float:
+    return float(text.replace("$", "").replace(",", "").replace("%", "").strip())
+
+
+def test_html_report_in_a_real_browser(data: tuple[Pipeline, list[RawCallEvent]], tmp_path: Path) -> None:
+    binary = chromium()
+    if binary is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium); CI installs it")
+    pipeline, _ = data
+    page = tmp_path / "report.html"
+    args = ["--since", SINCE, "--until", UNTIL, "--tz", "Asia/Seoul"]
+    report = report_json(pipeline, *args, "--html", str(page))
+    text = page.read_text()
+    assert "<script src" not in text and "<link" not in text, "the page must need no network"
+
+    dom = run_chromium(binary, tmp_path / "profile", "--dump-dom", page.as_uri())
+    assert dom.returncode == 0, dom.stderr.decode()[-2000:]
+    reader = PageReader()
+    reader.feed(dom.stdout.decode())
+    assert set(reader.charts) == CHARTS
+    assert reader.body.get("data-charts-rendered") == str(len(CHARTS)), reader.body
+    assert reader.svgs >= len(CHARTS)
+    drawn = {}
+    for chart_id, attrs in reader.charts.items():
+        assert "data-error" not in attrs, (chart_id, attrs["data-error"])
+        assert int(attrs["data-drawn"]) > 0, chart_id
+        drawn[chart_id] = {t["name"]: t for t in orjson.loads(attrs["data-values"])}
+
+    # Every plotted number is the JSON report's.
+    spend: dict[str, dict[str, float]] = defaultdict(dict)
+    rates: dict[str, dict[str, float]] = defaultdict(dict)
+    for point in report["over_time"]:
+        spend[point["key"]][point["bucket"]] = point["cost_usd"]
+        if point["error_rate"] is not None:
+            rates[point["key"]][point["bucket"]] = point["error_rate"]
+    for model, trace in drawn["chart-spend-over-time"].items():
+        assert dict(zip(trace["x"], trace["y"], strict=True)) == pytest.approx(spend[model])
+    for model, trace in drawn["chart-error-rate-over-time"].items():
+        assert dict(zip(trace["x"], trace["y"], strict=True)) == pytest.approx(rates[model])
+    assert set(drawn["chart-spend-over-time"]) == set(spend)
+    (pie,) = drawn["chart-share-of-spend"].values()
+    priced = {m["key"]: m["cost_usd"] for m in report["models"] if m["cost_pico"] > 0}
+    assert dict(zip(pie["x"], pie["y"], strict=True)) == pytest.approx(priced)
+    for name, trace in drawn["chart-latency-by-model"].items():
+        want = {m["key"]: m["latency_ms"][name] for m in report["models"]}
+        assert dict(zip(trace["x"], trace["y"], strict=True)) == pytest.approx(want)
+    for dimension in ("user", "service"):
+        (bars,) = drawn[f"chart-top-{dimension}s"].values()
+        rows = next(a for a in report["attribution"] if a["dimension"] == dimension)["rows"]
+        assert dict(zip(bars["y"], bars["x"], strict=True)) == pytest.approx(
+            {r["key"]: r["cost_usd"] for r in rows}
+        )
+    savings = report["savings"]
+    for name in ("current", "simulated"):
+        trace = drawn["chart-savings"][name]
+        want = {d["day"]: d[f"{name}_usd"] for d in savings["days"]}
+        assert dict(zip(trace["x"], trace["y"], strict=True)) == pytest.approx(want)
+    # The model table as the browser shows it: requests exactly, money and percentages as rounded.
+    table = {row[0]: row for row in reader.tables["table-models"] if row}
+    assert set(table) == {m["key"] for m in report["models"]}
+    for model in report["models"]:
+        cells = table[model["key"]]
+        assert number(cells[1]) == model["requests"]
+        assert number(cells[3]) == pytest.approx(model["cost_usd"], abs=5e-5)
+        assert number(cells[2]) / 100 == pytest.approx(model["error_rate"], abs=5e-5)
+        assert number(cells[7]) == pytest.approx(model["latency_ms"]["p95"], abs=0.5)
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    screenshot = ARTIFACTS / "report-screenshot.png"
+    shot = run_chromium(
+        binary,
+        tmp_path / "profile-shot",
+        "--window-size=1400,4200",
+        f"--screenshot={screenshot}",
+        page.as_uri(),
+    )
+    assert shot.returncode == 0 and screenshot.stat().st_size > 10_000, shot.stderr.decode()[-2000:]
+    print(f"\nHTML report screenshot: {screenshot}")
