@@ -214,7 +214,7 @@ def _groups_of(
         if "1m" not in usable:
             plan = [w for b in buckets(span, "hour") for w in b.windows if w.size != "1m"]
         docs = read_docs(reader, attribute, plan)
-        rows = figures.group_rows(figures.by_key(docs), total_cost_pico)
+        rows = figures.group_rows(figures.by_key(docs), total_cost_pico)[: settings.top_n]
         return rows, _sizes_note(window_sizes_used(plan), f"{attribute} figures") + (
             ""
             if "1m" in usable
@@ -223,7 +223,7 @@ def _groups_of(
     call_groups, distinct = reader.call_groups(attribute, span, settings.top_n)
     rows = [
         figures.group_row(g.key, g.state(), total_cost_pico, with_sketch=False)
-        for g in calls_core.by_cost(call_groups)
+        for g in calls_core.by_cost(call_groups)[: settings.top_n]
     ]
     return rows, (
         f"{attribute} figures come from the calls index (the stream keeps no {attribute} aggregates here): "

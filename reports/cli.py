@@ -45,8 +45,14 @@ HTML = typer.Option(None, "--html", help="Also write a self-contained HTML repor
 
 def _context(tz: str | None, since: str | None, until: str | None, last: str | None) -> dict[str, Any]:
     """Settings, the range, an Elasticsearch reader and the dated price lookup (the stream's catalogue)."""
+    import logging
+
+    from callstream import logs
     from callstream.errors import require
 
+    # A report is for people: no info logs (the catalogue's), no client tracebacks before the one-line reason.
+    logs.configure(level="WARNING")
+    logging.getLogger("elastic_transport").setLevel(logging.CRITICAL)
     require("report", "elasticsearch")
     from callstream.reports.reader import Reader
     from callstream.reports.settings import ReportSettings

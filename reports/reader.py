@@ -32,7 +32,13 @@ class ReportQueryError(CallstreamError):
 
 
 # Report attribute -> field of the calls index.
-CALL_FIELDS = {"user": "user_id", "session": "session_id", "service": "service_name", "model": "model"}
+CALL_FIELDS = {
+    "user": "user_id",
+    "session": "session_id",
+    "service": "service_name",
+    "model": "model",
+    "provider": "provider",
+}
 TOKEN_FIELDS = {
     "input": "input_tokens",
     "output": "output_tokens",
