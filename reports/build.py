@@ -311,7 +311,14 @@ def _day_of(days: list[Bucket]) -> Callable[[Window], str]:
     return day_of
 
 
-def build_caching(reader: Reader, span: TimeRange, price_at: PriceAt, hit_rate: Fraction) -> Caching:
+def build_caching(
+    reader: Reader, span: TimeRange, price_at: PriceAt, hit_rate: Fraction, filtered: bool = False
+) -> Caching:
     """What prompt caching saved per model over the range, and what it would save at `hit_rate`."""
     docs, _ = read_priced_docs(reader, MODEL, windows_of(buckets(span, "day")), price_at)
-    return caching([UsageSlice.from_aggregate(d) for d in docs], hit_rate, price_at)
+    view = caching([UsageSlice.from_aggregate(d) for d in docs], hit_rate, price_at)
+    if filtered:
+        view.notes.insert(
+            0, "the caching view covers every call in the range: the filters select the scenario only"
+        )
+    return view

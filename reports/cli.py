@@ -183,7 +183,7 @@ def savings_command(
         rate = Fraction(str(hit_rate if hit_rate is not None else settings.caching_hit_rate))
         with Console(stderr=True).status("reading aggregates"):
             result = build_savings(c["reader"], c["span"], request, c["price_at"])
-            view = build_caching(c["reader"], c["span"], c["price_at"], rate)
+            view = build_caching(c["reader"], c["span"], c["price_at"], rate, filtered=bool(filters))
     except CallstreamError as exc:
         _fail(exc)
         return

@@ -111,6 +111,8 @@ def savings_tables(savings: Savings) -> list[Any]:
         f"[bold]Savings: {savings.from_model} -> {savings.to_model}[/] (source: {savings.source})"
     ]
     out += [f"  - {a}" for a in savings.assumptions]
+    if not savings.days and not savings.excluded:
+        out.append(f"  no calls of {savings.from_model} in this range")
     table = _table("Per day", ["day", "requests", "moved", "current", "simulated", "savings"])
     for day in [*savings.days, savings.total]:
         table.add_row(
