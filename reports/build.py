@@ -12,6 +12,7 @@ from typing import Literal
 
 from callstream.reports import calls as calls_core
 from callstream.reports import figures
+from callstream.reports.calls import CallGroup
 from callstream.reports.figures import AggregateDoc
 from callstream.reports.model import Caching, GroupRow, RangeInfo, Report, Savings
 from callstream.reports.reader import Reader
@@ -137,21 +138,21 @@ def build_report(
             for b in bucket_list
         ]
     else:
-        groups, note = _groups_of(reader, group_by, span, present, total_state.cost_pico, settings)
+        groups = []  # per service, user or provider: below, once the calls are read
+    calls_total, distinct = reader.call_overview(span, CALL_ATTRIBUTES)
+    call_groups = reader.call_groups(span, distinct, settings.top_n)
+    attribution = [
+        calls_core.attribution(a, "calls index", call_groups[a], calls_total, distinct[a], settings.top_n)
+        for a in CALL_ATTRIBUTES
+    ]
+    if group_by not in ("model", "day", "hour"):
+        groups, note = _groups_of(
+            reader, group_by, span, present, total_state.cost_pico, settings, call_groups, distinct
+        )
         notes.append(note)
 
     over_buckets = days if over_time_by == "day" else hours
     over_time = figures.over_time(model_docs, over_buckets)
-
-    attribution = []
-    calls_total = reader.call_total_cost(span)
-    for attribute in CALL_ATTRIBUTES:
-        call_groups, distinct = reader.call_groups(attribute, span, settings.top_n)
-        attribution.append(
-            calls_core.attribution(
-                attribute, "calls index", call_groups, calls_total, distinct, settings.top_n
-            )
-        )
     samples = reader.error_samples(span, settings.error_samples_per_category)
     errors = calls_core.error_rows(model_states, samples)
     candidates, scanned, complete = reader.waste_candidates(span, settings.waste_ratio_threshold)
@@ -203,6 +204,8 @@ def _groups_of(
     present: Mapping[str, set[str]],
     total_cost_pico: int,
     settings: ReportSettings,
+    call_groups: Mapping[str, list[CallGroup]],
+    distinct: Mapping[str, int | None],
 ) -> tuple[list[GroupRow], str]:
     """Per-service or per-user figures: from their aggregates where the stream keeps that dimension
     (with merged-sketch percentiles), else from the calls index (top keys by cost, mean latency only).
@@ -220,14 +223,16 @@ def _groups_of(
             if "1m" in usable
             else " (no 1m windows for this dimension: partial hours at the range's ends are left out)"
         )
-    call_groups, distinct = reader.call_groups(attribute, span, settings.top_n)
+    if attribute not in call_groups:
+        _, distinct = reader.call_overview(span, [attribute])
+        call_groups = reader.call_groups(span, distinct, settings.top_n)
     rows = [
         figures.group_row(g.key, g.state(), total_cost_pico, with_sketch=False)
-        for g in calls_core.by_cost(call_groups)[: settings.top_n]
+        for g in calls_core.by_cost(call_groups[attribute])[: settings.top_n]
     ]
     return rows, (
         f"{attribute} figures come from the calls index (the stream keeps no {attribute} aggregates here): "
-        f"top {settings.top_n} of about {distinct} by cost, mean latency only (no percentiles)"
+        f"top {settings.top_n} of about {distinct[attribute]} by cost, mean latency only (no percentiles)"
     )
 
 

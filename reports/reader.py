@@ -14,7 +14,7 @@ with `terms_shard_size` candidates per shard.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from callstream import logs
@@ -201,79 +201,59 @@ class Reader:
             clauses.append({"term": {CALL_FIELDS.get(name, name): value}})
         return {"bool": {"filter": clauses}}
 
-    def call_total_cost(self, span: TimeRange, filters: Mapping[str, str] | None = None) -> int:
+    def call_overview(self, span: TimeRange, attributes: Iterable[str]) -> tuple[int, dict[str, int | None]]:
+        """The range's total cost of calls, and the approximate number of distinct keys of each
+        attribute, in one request."""
+        names = list(attributes)
         if span.empty:
-            return 0
-        response = self._search(
-            self.calls_index,
-            size=0,
-            query=self._calls_query(span, filters),
-            aggs={"cost": {"sum": {"field": "cost_pico"}}},
+            return 0, dict.fromkeys(names, 0)
+        aggs: dict[str, Any] = {"cost": {"sum": {"field": "cost_pico"}}}
+        for name in names:
+            aggs[f"distinct_{name}"] = {"cardinality": {"field": CALL_FIELDS[name]}}
+        found = self._search(self.calls_index, size=0, query=self._calls_query(span), aggs=aggs).get(
+            "aggregations", {}
         )
-        return _int(response.get("aggregations", {}).get("cost"))
+        distinct = {}
+        for name in names:
+            value = found.get(f"distinct_{name}", {}).get("value")
+            distinct[name] = int(value) if value is not None else None
+        return _int(found.get("cost")), distinct
 
-    def call_groups(self, attribute: str, span: TimeRange, top_n: int) -> tuple[list[CallGroup], int | None]:
-        """Keys of a call attribute (all of them, or the top `top_n` by cost when there are very
-        many), each with its sums and model mix, and the approximate number of distinct keys."""
+    def call_groups(
+        self, span: TimeRange, distinct: Mapping[str, int | None], top_n: int
+    ) -> dict[str, list[CallGroup]]:
+        """Per attribute (user, session, ...), its keys with their sums and model mix, in one request.
+
+        Up to `exact_terms_max_keys` keys (by `distinct`, from `call_overview`) every key is fetched
+        and ranked by the report: exact on any number of shards. Beyond, Elasticsearch ranks by cost
+        and returns the top `top_n`, with `terms_shard_size` candidates per shard."""
         if span.empty:
-            return [], 0
-        field = CALL_FIELDS[attribute]
-        query = self._calls_query(span)
-        counted = self._search(
-            self.calls_index, size=0, query=query, aggs={"distinct": {"cardinality": {"field": field}}}
-        )
-        distinct = counted.get("aggregations", {}).get("distinct", {}).get("value")
-        # Up to `exact_terms_max_keys` keys, every key is fetched and ranked here: exact on any
-        # number of shards. Beyond, Elasticsearch ranks by cost with `terms_shard_size` candidates.
-        keys = int(distinct or 0) * 11 // 10 + 100
-        size = keys if keys <= self.settings.exact_terms_max_keys else top_n
-        response = self._search(
-            self.calls_index,
-            size=0,
-            query=query,
-            aggs={
-                "keys": {
-                    "terms": {
-                        "field": field,
-                        "size": size,
-                        "shard_size": max(self.settings.terms_shard_size, size),
-                        "order": {"cost": "desc"},
-                    },
-                    "aggs": {
-                        **_sums(),
-                        "status": {"terms": {"field": "request_status", "size": 2}},
-                        "latency": {"avg": {"field": "duration_ms"}},
-                        "models": {
-                            "terms": {"field": "model", "size": 20, "order": {"cost": "desc"}},
-                            "aggs": {"cost": {"sum": {"field": "cost_pico"}}},
-                        },
+            return {name: [] for name in distinct}
+        aggs: dict[str, Any] = {}
+        for name, count in distinct.items():
+            keys = int(count or 0) * 11 // 10 + 100
+            size = keys if keys <= self.settings.exact_terms_max_keys else top_n
+            aggs[name] = {
+                "terms": {
+                    "field": CALL_FIELDS[name],
+                    "size": size,
+                    "shard_size": max(self.settings.terms_shard_size, size),
+                    "order": {"cost": "desc"},
+                },
+                "aggs": {
+                    **_sums(),
+                    "status": {"terms": {"field": "request_status", "size": 2}},
+                    "latency": {"avg": {"field": "duration_ms"}},
+                    "models": {
+                        "terms": {"field": "model", "size": 20, "order": {"cost": "desc"}},
+                        "aggs": {"cost": {"sum": {"field": "cost_pico"}}},
                     },
                 },
-            },
+            }
+        found = self._search(self.calls_index, size=0, query=self._calls_query(span), aggs=aggs).get(
+            "aggregations", {}
         )
-        aggs = response.get("aggregations", {})
-        groups = []
-        for b in aggs.get("keys", {}).get("buckets", []):
-            groups.append(
-                CallGroup(
-                    key=str(b["key"]),
-                    requests=int(b["doc_count"]),
-                    errors=_key_count(b["status"], "error"),
-                    cost_pico=_int(b["cost"]),
-                    unpriced=_false_count(b["priced"]),
-                    input_tokens=_int(b["input"]),
-                    output_tokens=_int(b["output"]),
-                    cache_read_input_tokens=_int(b["cache_read"]),
-                    cache_creation_input_tokens=_int(b["cache_creation"]),
-                    reasoning_output_tokens=_int(b["reasoning"]),
-                    latency_mean_ms=b["latency"].get("value"),
-                    models={
-                        m["key"]: ModelUse(int(m["doc_count"]), _int(m["cost"]))
-                        for m in b["models"]["buckets"]
-                    },
-                )
-            )
-        return groups, int(distinct) if distinct is not None else None
+        return {name: [_call_group(b) for b in found.get(name, {}).get("buckets", [])] for name in distinct}
 
     def error_samples(
         self, span: TimeRange, per_category: int
@@ -464,6 +444,23 @@ class Reader:
                     )
                 )
         return slices
+
+
+def _call_group(b: Mapping[str, Any]) -> CallGroup:
+    return CallGroup(
+        key=str(b["key"]),
+        requests=int(b["doc_count"]),
+        errors=_key_count(b["status"], "error"),
+        cost_pico=_int(b["cost"]),
+        unpriced=_false_count(b["priced"]),
+        input_tokens=_int(b["input"]),
+        output_tokens=_int(b["output"]),
+        cache_read_input_tokens=_int(b["cache_read"]),
+        cache_creation_input_tokens=_int(b["cache_creation"]),
+        reasoning_output_tokens=_int(b["reasoning"]),
+        latency_mean_ms=b["latency"].get("value"),
+        models={m["key"]: ModelUse(int(m["doc_count"]), _int(m["cost"])) for m in b["models"]["buckets"]},
+    )
 
 
 def _epoch_ms(value: Any) -> int:
