@@ -11,7 +11,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from callstream.reports.model import Attribution, Caching, GroupRow, Report, Savings
+from callstream.reports.model import Attribution, Caching, Report, Savings
 
 
 def money(value: float | None, digits: int = 4) -> str:
@@ -37,9 +37,11 @@ def _table(title: str, columns: Iterable[str], left: int = 1) -> Table:
     return table
 
 
-def groups_table(report: Report) -> Table:
-    table = _table(
-        f"By {report.group_by}",
+def groups_tables(report: Report) -> list[Table]:
+    """Two tables per grouping, so that each fits a terminal: volume and cost, then latency."""
+    rows = [*report.groups, report.total]
+    cost = _table(
+        f"By {report.group_by}: volume and cost",
         [
             report.group_by,
             "requests",
@@ -49,44 +51,47 @@ def groups_table(report: Report) -> Table:
             "output tok",
             "cache-read tok",
             "reasoning tok",
-            "cost",
+            "cost (USD)",
+            "unpriced",
             "$/1k tok",
             "share",
-            "mean ms",
-            "p50",
-            "p90",
-            "p95",
-            "p99",
         ],
     )
-    for row in [*report.groups, report.total]:
-        table.add_row(*_group_cells(row), end_section=row is report.groups[-1] if report.groups else False)
-    return table
-
-
-def _group_cells(row: GroupRow) -> list[str]:
-    lat = row.latency_ms
-    cost = money(row.cost_usd)
-    if row.unpriced_requests:
-        cost += f" ({row.unpriced_requests:,} unpriced)"
-    return [
-        row.key,
-        count(row.requests),
-        count(row.errors),
-        pct(row.error_rate),
-        count(row.tokens.input),
-        count(row.tokens.output),
-        count(row.tokens.cache_read_input),
-        count(row.tokens.reasoning_output),
-        cost,
-        money(row.cost_per_1k_tokens_usd, 5),
-        pct(row.share_of_spend, 1),
-        ms(lat.mean),
-        ms(lat.p50),
-        ms(lat.p90),
-        ms(lat.p95),
-        ms(lat.p99),
-    ]
+    latency = _table(
+        f"By {report.group_by}: latency (ms, over the whole range)",
+        [report.group_by, "requests", "mean", "p50", "p90", "p95", "p99", "max", "percentiles"],
+    )
+    for row in rows:
+        last = bool(report.groups) and row is report.groups[-1]
+        cost.add_row(
+            row.key,
+            count(row.requests),
+            count(row.errors),
+            pct(row.error_rate),
+            count(row.tokens.input),
+            count(row.tokens.output),
+            count(row.tokens.cache_read_input),
+            count(row.tokens.reasoning_output),
+            "unpriced" if row.requests and row.unpriced_requests == row.requests else money(row.cost_usd),
+            count(row.unpriced_requests),
+            money(row.cost_per_1k_tokens_usd, 5),
+            pct(row.share_of_spend, 1),
+            end_section=last,
+        )
+        lat = row.latency_ms
+        latency.add_row(
+            row.key,
+            count(row.requests),
+            ms(lat.mean),
+            ms(lat.p50),
+            ms(lat.p90),
+            ms(lat.p95),
+            ms(lat.p99),
+            ms(lat.max),
+            row.percentiles,
+            end_section=last,
+        )
+    return [cost, latency]
 
 
 def attribution_table(attribution: Attribution) -> Table:
@@ -156,7 +161,8 @@ def render(report: Report, console: Console) -> None:
     )
     for note in report.notes:
         console.print(f"  - {note}")
-    console.print(groups_table(report))
+    for table in groups_tables(report):
+        console.print(table)
     for attribution in report.attribution:
         if attribution.rows:
             console.print(attribution_table(attribution))
