@@ -44,6 +44,13 @@ class SavingsRequest:
     automatic: bool = False
 
 
+def over_time_bucket(length_ms: int) -> Literal["day", "hour", "minute"]:
+    """Days from three days on, hours from three hours on, else minutes: enough points for a trend."""
+    if length_ms >= 3 * 86_400_000:
+        return "day"
+    return "hour" if length_ms >= 3 * 3_600_000 else "minute"
+
+
 def read_docs(
     reader: Reader, dimension: str, windows: list[Window], keys: list[str] | None = None
 ) -> list[AggregateDoc]:
@@ -109,10 +116,13 @@ def build_report(
         "costs are sums of integer pico-dollars; each aggregate's cost_usd float is converted back to "
         "pico-dollars (exact below $2,251 per document)",
     ]
-    over_time_by: Literal["day", "hour"] = "day" if span.end_ms - span.start_ms >= 3 * 86_400_000 else "hour"
+    length_ms = span.end_ms - span.start_ms
+    over_time_by = over_time_bucket(length_ms)
     hours = buckets(span, "hour")
     days = buckets(span, "day")
-    hour_windows = windows_of(hours)
+    # Local hours (or minutes, for a short range's time chart): days and hours are unions of them.
+    finest = buckets(span, "minute") if over_time_by == "minute" else hours
+    hour_windows = windows_of(finest)
     present = reader.window_sizes(span)
     model_docs = read_docs(reader, MODEL, hour_windows)
     windows_used = window_sizes_used(hour_windows)
@@ -151,7 +161,7 @@ def build_report(
         )
         notes.append(note)
 
-    over_buckets = days if over_time_by == "day" else hours
+    over_buckets = {"day": days, "hour": hours, "minute": finest}[over_time_by]
     over_time = figures.over_time(model_docs, over_buckets)
     samples = reader.error_samples(span, settings.error_samples_per_category)
     errors = calls_core.error_rows(model_states, samples)

@@ -137,7 +137,9 @@ def figures(report: Report) -> dict[str, Any]:
         s = report.savings
         savings = go.Figure(
             layout=_layout(
-                f"Savings scenario: {s.share:.0%} of {s.from_model} to {s.to_model} (USD)", barmode="group"
+                f"Savings scenario: {s.share:.0%} of {s.from_model} to {s.to_model} (USD)",
+                barmode="group",
+                xaxis={"type": "category"},
             )
         )
         days = [d.day for d in s.days]

@@ -252,7 +252,7 @@ class Report(_Row):
     generated_at: datetime
     range: RangeInfo
     group_by: str
-    over_time_by: Literal["day", "hour"]
+    over_time_by: Literal["day", "hour", "minute"]
     windows_used: dict[str, int] = Field(description="Aggregate windows read, by size")
     notes: list[str]
     total: GroupRow

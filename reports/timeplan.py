@@ -28,7 +28,7 @@ HOUR_MS = WINDOW_SIZES_MS["1h"]
 DAY_MS = WINDOW_SIZES_MS["1d"]
 COARSEST_FIRST = ("1d", "1h", "1m")
 FINER = {"1d": "1h", "1h": "1m"}
-BucketBy = Literal["day", "hour", "range"]
+BucketBy = Literal["day", "hour", "minute", "range"]
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
 _DURATION_MS = {"m": MINUTE_MS, "h": HOUR_MS, "d": DAY_MS, "w": 7 * DAY_MS}
@@ -147,8 +147,10 @@ def cover(start_ms: int, end_ms: int) -> list[Window]:
     return windows
 
 
-def next_local_boundary(ms: int, tz: ZoneInfo, by: Literal["day", "hour"]) -> int:
-    """The first local midnight (or local full hour) strictly after `ms`, as epoch ms."""
+def next_local_boundary(ms: int, tz: ZoneInfo, by: Literal["day", "hour", "minute"]) -> int:
+    """The first local midnight (or local full hour, or minute) strictly after `ms`, as epoch ms."""
+    if by == "minute":  # every zone's offset is whole minutes
+        return ms - ms % MINUTE_MS + MINUTE_MS
     local = datetime.fromtimestamp(ms / 1000, tz)
     if by == "hour":
         into_hour = (local.minute * 60 + local.second) * 1000 + local.microsecond // 1000
@@ -177,6 +179,8 @@ def bucket_label(span: TimeRange, start_ms: int, by: BucketBy) -> str:
         return local.date().isoformat()
     if by == "hour":  # a partial first hour keeps the label of the local hour it belongs to
         return local.replace(minute=0, second=0, microsecond=0).isoformat(timespec="minutes")
+    if by == "minute":
+        return local.isoformat(timespec="minutes")
     return span.describe()
 
 

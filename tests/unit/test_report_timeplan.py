@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from callstream.errors import ConfigurationError
+from callstream.reports.build import over_time_bucket
 from callstream.reports.timeplan import (
     HOUR_MS,
     MINUTE_MS,
@@ -139,3 +140,15 @@ def test_refine_splits_only_windows_with_a_change_down_to_minutes() -> None:
     assert Window(change, "1m") in pieces
     assert sum(w.end_ms - w.start_ms for w in pieces) == DAY
     assert datetime.fromtimestamp(min(pieces).start_ms / 1000, UTC).hour == 0
+
+
+def test_minute_buckets_for_short_ranges() -> None:
+    span = TimeRange(ms("2026-05-04T10:58:00+05:30"), ms("2026-05-04T11:03:00+05:30"), "Asia/Kolkata")
+    minutes = buckets(span, "minute")
+    assert [b.label for b in minutes][:3] == [
+        "2026-05-04T10:58+05:30",
+        "2026-05-04T10:59+05:30",
+        "2026-05-04T11:00+05:30",
+    ]
+    assert window_sizes_used(windows_of(minutes)) == {"1m": 5}
+    assert [over_time_bucket(h * HOUR_MS) for h in (1, 3, 71, 72)] == ["minute", "hour", "hour", "day"]
