@@ -145,8 +145,11 @@ def report(
     else:
         render(result, _console())
     if html:
-        from callstream.reports.html import write_html
-
+        try:
+            from callstream.reports.html import write_html
+        except CallstreamError as exc:  # plotly missing: the `report` extra
+            _fail(exc)
+            return
         write_html(result, html)
         Console(stderr=True).print(f"HTML report: {html.resolve()}")
 
