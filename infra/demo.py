@@ -51,6 +51,7 @@ class DemoReport:
     aggregate_docs: int
     deadletter_docs: int
     models: dict[str, ModelRow]
+    html_report: Path | None = None
 
 
 def _count(es: Any, index: str) -> int:
@@ -164,6 +165,7 @@ def run_demo(
             models=rows,
         )
         es.close()
+        result.html_report = write_report_html(es_settings, srv.data_dir / "report.html", console)
         return result
     finally:
         for worker in workers:
@@ -209,3 +211,29 @@ def render(report: DemoReport, console: Console) -> None:
         f"{report.call_docs:,} calls, {report.aggregate_docs:,} window aggregates, "
         f"{report.deadletter_docs} dead letters"
     )
+    if report.html_report:
+        console.print(f"HTML report (charts, open in a browser): {report.html_report.resolve()}")
+
+
+def write_report_html(es_settings: ElasticsearchSettings, path: Path, console: Console) -> Path | None:
+    """`callstream report --last 1h --html` over what the demo sent: one self-contained HTML file."""
+    try:
+        from callstream.reports.build import build_report
+        from callstream.reports.html import write_html
+        from callstream.reports.reader import Reader
+        from callstream.reports.settings import ReportSettings
+        from callstream.reports.timeplan import resolve_range
+        from callstream.streams.catalogue import load_catalogue
+        from callstream.streams.settings import StreamSettings
+    except ImportError as exc:  # the `report` extra is missing
+        console.print(f"HTML report skipped: {exc}")
+        return None
+    settings = ReportSettings()
+    span = resolve_range(None, None, "1h", "UTC", int(time.time() * 1000) + 60_000)  # this minute too
+    es = es_settings.client()
+    try:
+        reader = Reader(es, es_settings.index_prefix, settings)
+        report = build_report(reader, span, "model", load_catalogue(StreamSettings()).lookup, settings)
+    finally:
+        es.close()
+    return write_html(report, path)

@@ -179,7 +179,7 @@ def test_aggregate_panels_count_each_call_once(
         if data_view_of(lens, by_id) is saved_objects.AGGREGATES:
             query = lens["attributes"]["state"]["query"]["query"]
             assert re.search(r'dimension : "\w+"', query), lens["id"]
-            assert 'window_size : "1m"' in query, lens["id"]
+            assert len(re.findall(r'window_size : "(?:1m|1h|1d)"', query)) == 1, lens["id"]
 
 
 def test_columns_and_accessors_are_consistent(objects: list[dict[str, Any]]) -> None:
