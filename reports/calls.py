@@ -57,7 +57,7 @@ class CallGroup:
 
     def state(self) -> WindowState:
         """As a mergeable state without a sketch: the calls index gives no percentiles."""
-        return WindowState(
+        return WindowState.of(
             requests=self.requests,
             successes=self.requests - self.errors,
             errors=self.errors,

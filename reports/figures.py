@@ -22,7 +22,6 @@ from callstream.reports.model import GroupRow, PatternRow, Patterns, TimePoint, 
 from callstream.reports.timeplan import Bucket, TimeRange, Window
 from callstream.streams.contract import LatencySummary, TokenSums
 from callstream.streams.pricing import PICO_PER_USD
-from callstream.streams.sketch import LatencySketch
 from callstream.streams.windows import WindowState
 
 K = TypeVar("K", bound=Hashable)
@@ -53,31 +52,7 @@ def window_of(doc: Mapping[str, Any]) -> Window:
 
 def state_from_aggregate(doc: Mapping[str, Any]) -> WindowState:
     """A WindowAggregate document (as stored) back into the stream's mergeable state."""
-    tokens, latency = doc["tokens"], doc["latency_ms"]
-    requests = doc["requests"]
-    mean = latency.get("mean")
-    sketch = doc.get("latency_sketch")
-    cost_pico = doc.get("cost_pico")  # exact, where the stream publishes it
-    return WindowState(
-        requests=requests,
-        successes=doc["successes"],
-        errors=doc["errors"],
-        errors_by_type=dict(doc.get("errors_by_type") or {}),
-        input_tokens=tokens["input"],
-        output_tokens=tokens["output"],
-        cache_read_input_tokens=tokens.get("cache_read_input", 0),
-        cache_creation_input_tokens=tokens.get("cache_creation_input", 0),
-        reasoning_output_tokens=tokens.get("reasoning_output", 0),
-        cost_pico=int(cost_pico) if cost_pico is not None else usd_to_pico(doc["cost_usd"]),
-        unpriced_requests=doc["unpriced_requests"],
-        latency_min_ms=latency.get("min"),
-        latency_max_ms=latency.get("max"),
-        latency_sum_us=round(mean * requests * 1000) if mean is not None else 0,
-        late_events=doc.get("late_events", 0),
-        sketch=LatencySketch.from_wire(sketch) if sketch else LatencySketch(),
-        provider=doc.get("provider"),
-        model_family=doc.get("model_family"),
-    )
+    return WindowState.from_aggregate(dict(doc))
 
 
 def parse_aggregate(doc: Mapping[str, Any]) -> AggregateDoc:

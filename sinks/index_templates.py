@@ -120,6 +120,7 @@ AGGREGATES_PROPERTIES: dict[str, Any] = {
     "cost_usd": USD,
     "unpriced_requests": LONG,
     "usage_missing_requests": LONG,
+    "cost_pico": LONG,
     "late_events": LONG,
     "latency_ms": {
         "properties": {name: DOUBLE for name in ("min", "max", "mean", "p50", "p90", "p95", "p99")}

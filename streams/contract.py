@@ -104,6 +104,9 @@ class WindowAggregate(BaseModel):
     errors_by_type: dict[str, int]
     tokens: TokenSums
     cost_usd: float
+    cost_pico: int | None = Field(
+        default=None, description="Exact cost in pico-dollars; None when beyond 64 bits (use cost_usd)"
+    )
     unpriced_requests: int
     usage_missing_requests: int = 0
     latency_ms: LatencySummary

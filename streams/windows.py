@@ -124,7 +124,7 @@ FIELDS: tuple[Field, ...] = (
         lambda d: d["reasoning_output_tokens"],
         ("tokens", "reasoning_output"),
     ),
-    Field("cost_pico", "c", "sum", lambda d: d["cost_pico"] if d["priced"] else 0, None),
+    Field("cost_pico", "c", "sum", lambda d: d["cost_pico"] if d["priced"] else 0, ("cost_pico",)),
     Field("unpriced_requests", "up", "sum", lambda d: int(not d["priced"]), ("unpriced_requests",)),
     Field(
         "usage_missing_requests",
@@ -181,8 +181,25 @@ class WindowState:
         self.provider = provider
         self.model_family = model_family
 
+    @classmethod
+    def of(cls, provider: str | None = None, model_family: str | None = None, **values: Any) -> WindowState:
+        """A state with the given field values (the rest empty); names must be in FIELDS."""
+        state = cls(provider, model_family)
+        unknown = set(values) - set(state.values)
+        if unknown:
+            raise TypeError(f"not window fields: {sorted(unknown)}")
+        state.values.update(values)
+        return state
+
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
+
+    def __getattr__(self, name: str) -> Any:
+        """Fields read as attributes too (state.cost_pico); FIELDS is the list of what exists."""
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
     @property
     def requests(self) -> int:
@@ -293,8 +310,8 @@ class WindowState:
             for part in field.path[:-1]:
                 target = target.setdefault(part, {})
             value = values[field.name]
-            if field.merge == "sum":
-                value = min(value, INT64_MAX)  # counts of events: unreachable, but never unencodable
+            if field.merge == "sum" and value > INT64_MAX:
+                value = None  # beyond what JSON numbers and Elasticsearch longs carry exactly
             target[field.path[-1]] = value
         sketch = self.sketch
         doc["error_rate"] = values["errors"] / requests if requests else 0.0
@@ -306,6 +323,31 @@ class WindowState:
             latency[f"p{q}"] = sketch.quantile(q / 100)
         doc["latency_sketch"] = sketch.to_wire()
         return doc
+
+    @classmethod
+    def from_aggregate(cls, doc: dict[str, Any]) -> WindowState:
+        """The mergeable state behind a published aggregate (as stored), so that windows read back
+        from a store merge like the stream merges them: exactly, percentiles from the sketches."""
+        state = cls(provider=doc.get("provider"), model_family=doc.get("model_family"))
+        values = state.values
+        for field in FIELDS:
+            if field.path is None:
+                continue
+            value: Any = doc
+            for part in field.path:
+                value = value.get(part) if isinstance(value, dict) else None
+            if value is None:
+                continue
+            values[field.name] = dict(value) if field.merge == "counts" else value
+        if doc.get("cost_pico") is None:  # an older document, or a sum beyond 64 bits
+            values["cost_pico"] = round(doc.get("cost_usd", 0) * PICO_PER_USD)
+        mean = doc.get("latency_ms", {}).get("mean")
+        if mean is not None:
+            values["latency_sum_us"] = round(mean * values["requests"] * 1000)
+        sketch = doc.get("latency_sketch")
+        if sketch:
+            values["sketch"] = LatencySketch.from_wire(sketch)
+        return state
 
 
 def event_time_ms(doc: dict[str, Any]) -> int:

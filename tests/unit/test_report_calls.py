@@ -37,11 +37,11 @@ def test_attribution_ranks_by_cost_and_keeps_the_rest_as_a_sum() -> None:
 
 
 def test_error_rows_rates_and_samples() -> None:
-    state = WindowState(
+    state = WindowState.of(
         requests=200, successes=190, errors=10, errors_by_type={"timeout": 4, "rate_limit_exceeded": 6}
     )
     rows = calls.error_rows(
-        {"gpt": state, "quiet": WindowState(requests=5, successes=5)},
+        {"gpt": state, "quiet": WindowState.of(requests=5, successes=5)},
         {("gpt", "timeout"): [("Request timed out", 4)]},
     )
     assert [r.model for r in rows] == ["gpt", "quiet"]
