@@ -45,7 +45,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def model_of(event: RawCallEvent) -> str:
-    return (event.response_model or event.request_model).lower()
+    """The generated traffic names each model canonically in its request; a success may carry a
+    dated response name, which falls into the same model."""
+    return event.request_model.lower()
 
 
 def cost_pico(event: RawCallEvent) -> int | None:
