@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
 
+from callstream.errors import ConfigurationError
 from callstream.producers.contract import MAX_METADATA_KEYS, RawCallEvent
 from callstream.producers.deadletter import dead_letter
 from callstream.producers.prepare import (
@@ -14,9 +17,11 @@ from callstream.producers.prepare import (
     REDACTED,
     Policy,
     build_event,
+    pseudonym,
     sanitize_metadata,
     scrub,
 )
+from callstream.producers.settings import ProducerSettings
 from callstream.streams.contract import DeadLetter
 
 START = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC).timestamp()
@@ -116,3 +121,100 @@ def test_dead_letter_matches_the_stream_contract() -> None:
     letter = dead_letter("invalid event: x", "producer", {"request_model": "m"}, batch_index=3)
     parsed = DeadLetter.model_validate(letter)
     assert parsed.stage == "producer" and parsed.batch_index == 3
+
+
+# ---- every string field, hostile metadata ----
+
+
+def test_every_string_field_is_scrubbed() -> None:
+    canary = "sk-proj-CANARY0123456789abcdef"
+    wire = build_event(
+        item(
+            request_model=f"gpt {canary}",
+            response_model=canary,
+            provider_name=canary,
+            service_name=canary,
+            environment=canary,
+            session_id=canary,
+            user_id=canary,
+            error_type=canary,
+            server_address=canary,
+            metadata={canary: "v", "note": canary},
+        ),
+        Policy(),
+    )
+    assert "CANARY" not in str(wire)
+    assert wire["request_model"] == f"gpt {REDACTED}"
+
+
+def test_deep_and_odd_metadata_is_flattened_without_failing() -> None:
+    deep: dict[str, object] = {}
+    cursor = deep
+    for _ in range(1_000):
+        cursor["x"] = {}
+        cursor = cursor["x"]  # type: ignore[assignment]
+    odd = {"deep": deep, "nan": float("nan"), "inf": float("-inf"), "big": 2**80, "obj": object()}
+    clean = sanitize_metadata(odd, Policy())
+    assert clean["deep." + ".".join(["x"] * 7)] == "[nested deeper than 8 levels]"
+    assert (clean["nan"], clean["inf"], clean["big"]) == ("nan", "-inf", str(2**80))
+    assert str(clean["obj"]).startswith('"<object object')
+    RawCallEvent.model_validate(build_event(item(metadata=odd), Policy()))
+
+
+def test_metadata_that_is_not_an_object_is_invalid() -> None:
+    with pytest.raises(ValueError, match="metadata must be a JSON object, got list"):
+        build_event(item(metadata=[1, 2]), Policy())
+
+
+def test_start_time_out_of_range_is_a_readable_error() -> None:
+    with pytest.raises(ValueError, match="start_time 1e\\+20 is not a time in range"):
+        build_event(item(start_time=1e20), Policy())
+
+
+def test_megabyte_strings_are_bounded_before_validation() -> None:
+    wire = build_event(item(error_message="x" * 5_000_000 + " sk-proj-CANARY0123456789"), Policy())
+    assert len(wire["error_message"]) == 500
+    with pytest.raises(ValidationError, match="request_model"):
+        build_event(item(request_model="m" * 10_000), Policy())
+
+
+# ---- the privacy option ----
+
+
+def test_privacy_keep_hash_drop() -> None:
+    fields = item(user_id="alice", metadata={"client_ip": "203.0.113.7", "region": "eu"})
+    kept = build_event(dict(fields), Policy())
+    assert (kept["user_id"], kept["metadata"]["client_ip"]) == ("alice", "203.0.113.7")
+
+    hashed = build_event(dict(fields), Policy(user_id_mode="hash", client_ip_mode="hash", hash_key=b"k1"))
+    again = build_event(dict(fields), Policy(user_id_mode="hash", client_ip_mode="hash", hash_key=b"k1"))
+    other_key = build_event(dict(fields), Policy(user_id_mode="hash", hash_key=b"k2"))
+    assert hashed["user_id"] == again["user_id"] == pseudonym("alice", b"k1") != other_key["user_id"]
+    assert len(hashed["user_id"]) == 32 and "alice" not in str(hashed)
+    assert hashed["metadata"]["client_ip"] == pseudonym("203.0.113.7", b"k1")
+    # independently computed: HMAC-SHA256 of the value with the key, hex, first 32 characters
+    assert pseudonym("alice", b"k1") == hmac.new(b"k1", b"alice", hashlib.sha256).hexdigest()[:32]
+
+    dropped = build_event(dict(fields), Policy(user_id_mode="drop", client_ip_mode="drop"))
+    assert "user_id" not in dropped and dropped["metadata"] == {"region": "eu"}
+
+
+def test_hash_without_a_key_is_refused_at_start() -> None:
+    with pytest.raises(ConfigurationError, match="CALLSTREAM_PRODUCER_PRIVACY_HASH_KEY"):
+        Policy(user_id_mode="hash")
+    with pytest.raises(ValidationError, match="CALLSTREAM_PRODUCER_USER_ID_MODE=hash needs"):
+        ProducerSettings(user_id_mode="hash")
+    settings = ProducerSettings(client_ip_mode="hash", privacy_hash_key="s3cret-key")  # type: ignore[arg-type]
+    assert Policy.from_settings(settings).hash_key == b"s3cret-key"
+    assert "s3cret-key" not in repr(settings) and "s3cret-key" not in repr(Policy.from_settings(settings))
+
+
+def test_registered_secrets_are_a_bounded_lru() -> None:
+    policy = Policy()
+    for i in range(100):
+        policy = policy.with_secrets([f"secret-{i:03d}"])
+    assert len(policy.secrets) == 64 and policy.secrets[0] == "secret-036"
+    assert policy.with_secrets(["secret-099"]) is policy  # already the most recent: no new object
+    touched = policy.with_secrets(["secret-036"])
+    assert touched.secrets[-1] == "secret-036" and len(touched.secrets) == 64
+    assert policy.with_secrets(["short", ""]) is policy  # under 6 characters: not registered
