@@ -25,6 +25,7 @@ from callstream.producers.redaction import (
     REDACTED,
     TRUNCATED,
     is_sensitive_key,
+    redact,
     scrub,
     scrub_bounded,
     truncate,
@@ -273,6 +274,38 @@ def build_event(item: Mapping[str, Any], policy: Policy) -> dict[str, Any]:
     return RawCallEvent.model_validate(fields).to_wire()
 
 
+def _private_metadata(metadata: Mapping[Any, Any], policy: Policy, depth: int = 0) -> dict[Any, Any]:
+    """`metadata` with every `client_ip` (at any depth down to MAX_METADATA_DEPTH) per the privacy option."""
+    out: dict[Any, Any] = {}
+    for key, value in metadata.items():
+        if str(key).lower() == CLIENT_IP_KEY:
+            if policy.client_ip_mode != "drop":
+                out[key] = _private(value, policy.client_ip_mode, policy.hash_key)
+        elif isinstance(value, Mapping) and depth < MAX_METADATA_DEPTH:
+            out[key] = _private_metadata(value, policy, depth + 1)
+        else:
+            out[key] = value
+    return out
+
+
+def safe_original(item: Mapping[Any, Any], policy: Policy) -> Any:
+    """An input that failed validation, as it may leave the process in a dead letter: internal keys
+    (`_deferred`) and bodies (unless enabled) left out, `user_id` and `metadata.client_ip` per the
+    privacy option, then redacted by key and pattern (producers.redaction.redact)."""
+    out: dict[Any, Any] = {}
+    for key, value in item.items():
+        if isinstance(key, str) and (key.startswith("_") or (key in _BODY_KEYS and not policy.record_bodies)):
+            continue
+        if key == "user_id":
+            value = _private(value, policy.user_id_mode, policy.hash_key)
+            if value is None:
+                continue
+        elif key == "metadata" and isinstance(value, Mapping):
+            value = _private_metadata(value, policy)
+        out[key] = value
+    return redact(out, policy.secrets)
+
+
 __all__ = [
     "METADATA_TRUNCATED_KEY",
     "REDACTED",
@@ -280,6 +313,7 @@ __all__ = [
     "PrivacyMode",
     "build_event",
     "pseudonym",
+    "safe_original",
     "sanitize_metadata",
     "scrub",
     "truncate",

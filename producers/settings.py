@@ -59,9 +59,9 @@ class ProducerSettings(BaseSettings):
 
     # Privacy and size: prompts and responses stay out unless enabled; metadata is capped.
     record_bodies: bool = False
-    body_max_chars: int = Field(default=2_000, ge=0)
+    body_max_chars: int = Field(default=2_000, ge=0, le=8_192)  # bodies live in metadata: 8192 at most
     metadata_max_bytes: int = Field(default=4_096, ge=64)
-    metadata_value_max_chars: int = Field(default=512, ge=16)
+    metadata_value_max_chars: int = Field(default=512, ge=16, le=8_192)  # the contract's string limit
     error_message_max_chars: int = Field(default=500, ge=16, le=MAX_ERROR_MESSAGE_CHARS)
 
     # Privacy option for `user_id` and `metadata.client_ip`: kept as they are, replaced by a keyed
