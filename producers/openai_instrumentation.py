@@ -12,7 +12,9 @@ with their status. Reading usage from the response happens off the caller's thre
 
 Streamed token counts need the final usage chunk, which the server sends only when the request
 asks for it (`stream_options={"include_usage": True}`); callstream does not add it behind the
-caller's back, because it changes what the stream yields.
+caller's back, because it changes what the stream yields. A successful response without usage (a
+stream without its usage chunk, one closed early, a gateway that drops usage) is recorded with
+`usage="missing"`: its tokens are unknown, not zero, and the stream leaves it unpriced.
 
 `openai` is an optional dependency (extra "openai") and is never imported here: the client is duck-typed.
 """
@@ -221,16 +223,23 @@ def _from_response(result: Any, record_bodies: bool, item: dict[str, Any]) -> No
     model = _get(result, "model")
     if isinstance(model, str) and model:
         item["response_model"] = model
-    item.update(usage_fields(_get(result, "usage")))
+    usage = _get(result, "usage")
+    if usage is None:
+        item["usage"] = "missing"
+    item.update(usage_fields(usage))
     if record_bodies:
         choices = _get(result, "choices") or []
         texts = [_get(_get(c, "message"), "content") or _get(c, "text") for c in choices]
         item["response_body"] = "\n".join(t for t in texts if isinstance(t, str))
 
 
-def _from_stream(model: str | None, usage: Any, text: list[str] | None, item: dict[str, Any]) -> None:
+def _from_stream(
+    model: str | None, usage: Any, text: list[str] | None, started: bool, item: dict[str, Any]
+) -> None:
     if model:
         item["response_model"] = model
+    if usage is None and (started or item.get("error_type") is None):
+        item["usage"] = "missing"  # no usage chunk, or closed early: tokens were spent, count unknown
     item.update(usage_fields(usage))
     if text is not None:
         item["response_body"] = "".join(text)
@@ -278,7 +287,8 @@ class _StreamState:
         ctx = self.ctx
         if "time_to_first_token_ms" not in ctx.fields and self.first_chunk_ms is not None:
             ctx.fields["time_to_first_token_ms"] = self.first_chunk_ms
-        ctx.defer(functools.partial(_from_stream, self.model, self.usage, self.text))
+        started = self.first_chunk_ms is not None
+        ctx.defer(functools.partial(_from_stream, self.model, self.usage, self.text, started))
         if note:
             metadata = dict(ctx.fields.get("metadata") or {})
             metadata["callstream.stream"] = note
