@@ -257,7 +257,8 @@ class Ingestor:
             try:
                 doc = orjson.loads(line.text)
                 if isinstance(doc, dict):
-                    return safe_original(doc, self.policy)
+                    safe = safe_original(doc, self.policy)
+                    return line.text if safe == doc else safe  # the exact line when nothing changed
             except Exception:
                 pass
         return line.text

@@ -297,9 +297,9 @@ def safe_original(item: Mapping[Any, Any], policy: Policy) -> Any:
         if isinstance(key, str) and (key.startswith("_") or (key in _BODY_KEYS and not policy.record_bodies)):
             continue
         if key == "user_id":
-            value = _private(value, policy.user_id_mode, policy.hash_key)
-            if value is None:
+            if policy.user_id_mode == "drop":
                 continue
+            value = _private(value, policy.user_id_mode, policy.hash_key)
         elif key == "metadata" and isinstance(value, Mapping):
             value = _private_metadata(value, policy)
         out[key] = value

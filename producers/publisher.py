@@ -457,11 +457,8 @@ class KafkaPublisher:
         else:
             with self._lock:
                 self._counts["invalid" if pending.kind == KIND_BATCH else "dropped"] += pending.count
-            log.error(
-                "message too large for Kafka",
-                bytes=len(pending.payload),
-                kind=chr(pending.kind),
-                events=pending.count,
+            self._warn(
+                "message too large for Kafka, alone", bytes=len(pending.payload), kind=chr(pending.kind)
             )
             if pending.kind == KIND_BATCH:
                 reason = f"event too large for Kafka: {len(pending.payload)} bytes as a message"
