@@ -52,11 +52,6 @@ class DeadLetter(BaseModel):
     detected_at: datetime
 
 
-def bounded(text: str, max_chars: int) -> str:
-    """`text` cut to at most `max_chars` characters, with a visible marker when cut."""
-    return truncate(text, max_chars)
-
-
 TEXT_CAP_CHARS = MAX_ORIGINAL_CHARS + SCRUB_MARGIN_CHARS
 
 
@@ -72,11 +67,11 @@ def original_text(original: Any, max_chars: int = TEXT_CAP_CHARS) -> str:
         return original[:max_chars]
     try:
         return orjson.dumps(original, option=orjson.OPT_NON_STR_KEYS, default=str).decode()[:max_chars]
-    except (TypeError, orjson.JSONEncodeError):
+    except Exception:  # an object whose str() raises, too deep, ...: the next encoder
         pass
     try:  # deeper than orjson's limit, or integers beyond 64 bits
         return json.dumps(original, default=str, ensure_ascii=False)[:max_chars]
-    except (TypeError, ValueError, RecursionError):
+    except Exception:
         pass
     try:
         return repr(original)[:max_chars]

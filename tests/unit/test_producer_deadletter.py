@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
+
 import orjson
 import pytest
 
 from callstream.producers.deadletter import (
     MAX_ORIGINAL_CHARS,
     MAX_REASON_CHARS,
+    STRUCTURED_MAX_BYTES,
+    TEXT_CAP_CHARS,
     dead_letter,
     encode_dead_letter,
+    original_text,
 )
 from callstream.producers.redaction import REDACTED
 from callstream.streams.contract import DeadLetter
@@ -75,3 +80,83 @@ def test_unencodable_originals_still_make_a_letter() -> None:
         cursor = cursor[0]  # type: ignore[assignment]
     for original in (deep, {"big": 2**100}, {1: object()}, None, float("nan")):
         valid(dead_letter("r", "stream", original))
+
+
+def test_every_field_and_its_exact_form() -> None:
+    when = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    letter = dead_letter(
+        "why",
+        "stream",
+        b"x",
+        source_topic="t",
+        source_partition=2,
+        source_offset=41,
+        batch_index=3,
+        detected_at=when,
+    )
+    assert letter == {
+        "reason": "why",
+        "stage": "stream",
+        "original": "x",
+        "original_bytes": 1,
+        "original_truncated": False,
+        "source_topic": "t",
+        "source_partition": 2,
+        "source_offset": 41,
+        "batch_index": 3,
+        "source_file": None,
+        "source_line": None,
+        "detected_at": "2025-03-01T12:00:00.123Z",
+    }
+    assert encode_dead_letter(letter) == orjson.dumps(letter)
+    assert (
+        dead_letter("r", "s", None, detected_at=datetime(2025, 1, 1, 9, tzinfo=timezone(timedelta(hours=9))))[
+            "detected_at"
+        ]
+        == "2025-01-01T00:00:00.000Z"
+    )
+
+
+def test_original_text_of_each_kind() -> None:
+    assert original_text(None) == ""
+    assert (
+        original_text({1: "a", "b": datetime(2025, 1, 1, tzinfo=UTC)})
+        == '{"1":"a","b":"2025-01-01T00:00:00+00:00"}'
+    )
+    assert original_text({"big": 2**100, "é": "ü"}) == '{"big": 1267650600228229401496703205376, "é": "ü"}'
+    assert original_text({"o": object()}).startswith('{"o":"<object object at')
+    deep: list[object] = []
+    cursor = deep
+    for _ in range(5_000):
+        cursor.append([])
+        cursor = cursor[0]  # type: ignore[assignment]
+    assert original_text(deep) == "[unprintable list]"  # past every encoder's depth, and repr's
+    assert original_text(b"\xffab") == "\ufffdab"
+    assert len(original_text("z" * 100_000)) == TEXT_CAP_CHARS
+    assert len(original_text(b"z" * 100_000)) == TEXT_CAP_CHARS
+
+    class Unprintable:
+        def __repr__(self) -> str:
+            raise RuntimeError("no")
+
+    assert original_text({Unprintable()}) == "[unprintable set]"
+
+
+def test_only_json_objects_and_arrays_of_bounded_size_are_parsed() -> None:
+    sensitive = {"credentials": {"user": "u", "note": "n"}}  # only a key-aware parse can see this
+    text = orjson.dumps(sensitive).decode()
+    for original in (text, "  " + text, text.encode(), b"  " + text.encode(), [sensitive]):
+        assert '"note"' not in dead_letter("r", "s", original)["original"], original
+    big = orjson.dumps([sensitive] + ["x" * 100] * (STRUCTURED_MAX_BYTES // 100)).decode()
+    assert len(big) > STRUCTURED_MAX_BYTES
+    for original in (big, big.encode()):
+        letter = dead_letter("r", "s", original)
+        assert '"note":"n"' in letter["original"] and letter["original_truncated"]  # cut and scrubbed only
+    assert dead_letter("r", "s", "[1, 2")["original"] == "[1, 2"  # not JSON after all: kept as text
+    assert dead_letter("r", "s", '"just text"')["original"] == '"just text"'
+
+
+def test_truncation_flag_at_the_limits() -> None:
+    assert not dead_letter("r", "s", "y" * MAX_ORIGINAL_CHARS)["original_truncated"]
+    assert dead_letter("r", "s", "y" * (MAX_ORIGINAL_CHARS + 1))["original_truncated"]
+    assert dead_letter("r", "s", "y" * TEXT_CAP_CHARS)["original_truncated"]

@@ -11,11 +11,13 @@ from callstream.producers.redaction import (
     MAX_REDACT_DEPTH,
     REDACTED,
     TOO_DEEP,
+    TRUNCATED,
     ScrubbingFilter,
     is_sensitive_key,
     redact,
     scrub,
     scrub_bounded,
+    truncate,
 )
 
 # (text, the secret part that must disappear, what must stay)
@@ -180,3 +182,65 @@ def test_log_filter_scrubs_library_messages() -> None:
     )
     assert ScrubbingFilter().filter(record)
     assert record.getMessage() == f"connect redis://u:{REDACTED}@h"
+
+
+# ---- exact shapes and limits ----
+
+
+@pytest.mark.parametrize(
+    ("text", "clean"),
+    [
+        ("Authorization: abcdef123", f"Authorization: {REDACTED}"),
+        ("'password': 'hunter2'", f"'password': '{REDACTED}'"),
+        ('\\"password\\": \\"hunter2\\"', f'\\"password\\": \\"{REDACTED}\\"'),
+        ("password=true token=false secret=null", "password=true token=false secret=null"),
+        ("password: TRUE", f"password: {REDACTED}"),
+        ('{"token": "[redacted]"}', '{"token": "[redacted]"}'),
+    ],
+)
+def test_exact_replacements(text: str, clean: str) -> None:
+    assert scrub(text) == clean
+
+
+@pytest.mark.parametrize(
+    ("key", "sensitive"),
+    [("count_token", True), ("token_count_password", True), ("key_for_api", False), ("api_key_count", False)],
+)
+def test_qualifiers_apply_to_the_word_they_follow(key: str, sensitive: bool) -> None:
+    assert is_sensitive_key(key) is sensitive
+
+
+def test_truncate_limits() -> None:
+    assert truncate("abcde", 5) == "abcde"
+    assert truncate("abcdefghijklmnopqrstuvwxyz", 3) == TRUNCATED  # the marker alone, nothing of the text
+    assert truncate("a" * 30, 20) == "a" * (20 - len(TRUNCATED)) + TRUNCATED
+
+
+def test_scrub_bounded_keeps_a_text_under_its_limit_whole() -> None:
+    text = "x" * 1_500 + " sk-proj-CANARY0123456789"
+    assert scrub_bounded(text, 2_000) == "x" * 1_500 + f" {REDACTED}"
+
+
+def test_redact_uses_registered_secrets_everywhere_and_scrubs_other_objects() -> None:
+    secret = "registered-value-1"
+    doc = {f"k {secret}": [f"v {secret}", {"n": f"deep {secret}"}], "obj": ValueError(f"boom {secret}")}
+    assert redact(doc, [secret]) == {
+        f"k {REDACTED}": [f"v {REDACTED}", {"n": f"deep {REDACTED}"}],
+        "obj": f"ValueError('boom {REDACTED}')",
+    }
+    assert redact([[[["x"]]]]) == [[[["x"]]]]
+    deep_list: list[object] = ["leaf"]
+    for _ in range(MAX_REDACT_DEPTH - 1):
+        deep_list = [deep_list]
+    assert TOO_DEEP not in orjson.dumps(redact(deep_list)).decode()  # exactly at the limit: kept
+    assert TOO_DEEP in orjson.dumps(redact([deep_list])).decode()
+
+
+def test_log_filter_survives_a_broken_record() -> None:
+    record = logging.LogRecord("lib", logging.WARNING, __file__, 1, "%d items", ("not a number",), None)
+    assert ScrubbingFilter().filter(record)
+    assert (record.msg, record.args) == ("[log message could not be scrubbed]", None)
+    assert record.getMessage() == "[log message could not be scrubbed]"
+    ok = logging.LogRecord("lib", logging.WARNING, __file__, 1, "plain %s", ("text",), None)
+    ScrubbingFilter().filter(ok)
+    assert (ok.msg, ok.args) == ("plain text", None)
