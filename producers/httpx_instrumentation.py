@@ -31,7 +31,7 @@ except ImportError as exc:
 
 
 from callstream.producers.openai_instrumentation import usage_fields
-from callstream.producers.recorder import CallContext, CallRecorder, get_recorder
+from callstream.producers.recorder import CallContext, CallRecorder, current_call_fields, get_recorder
 
 MAX_BUFFERED_BYTES = 4 * 1024 * 1024
 """A JSON body (or a recorded stream, or one server-sent-event line) beyond this is passed through
@@ -47,7 +47,7 @@ _SECRET_HEADERS = ("authorization", "api-key", "x-api-key", "x-goog-api-key")
 
 
 def _begin(recorder: CallRecorder, request: httpx.Request, defaults: dict[str, Any]) -> CallContext:
-    fields: dict[str, Any] = dict(defaults)
+    fields: dict[str, Any] = {**defaults, **current_call_fields()}
     fields["server_address"] = request.url.host or None
     path = request.url.path
     for suffix, operation in _OPERATION_BY_PATH:

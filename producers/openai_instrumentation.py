@@ -27,7 +27,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from callstream.producers.recorder import CallContext, CallRecorder, get_recorder
+from callstream.producers.recorder import CallContext, CallRecorder, current_call_fields, get_recorder
 
 C = TypeVar("C")
 
@@ -42,7 +42,8 @@ def instrument_openai(
     """Wrap the client's create methods in place; returns the same client. Idempotent.
 
     `defaults` are RawCallEvent fields stamped on every event of this client (service_name,
-    environment, user_id, metadata, ...).
+    environment, user_id, session_id, metadata, ...); a `call_fields(...)` block around a call
+    overrides them, and `create(user=...)` becomes `user_id` unless one is set already.
     """
     rec = recorder or get_recorder()
     api_key = getattr(client, "api_key", None)
@@ -112,7 +113,7 @@ class _Site:
         self.defaults = dict(defaults)
 
     def begin(self, kwargs: Mapping[str, Any]) -> CallContext:
-        fields: dict[str, Any] = dict(self.defaults)
+        fields: dict[str, Any] = {**self.defaults, **current_call_fields()}
         fields["operation_name"] = self.operation
         if self.server:
             fields["server_address"] = self.server

@@ -249,3 +249,18 @@ def test_instrumenting_twice_records_once(client: Any, memory: MemoryPublisher) 
     instrument_openai(client, CallRecorder(memory))
     client.chat.completions.create(model="gpt-4.1", messages=MESSAGES)
     only(memory)
+
+
+def test_session_and_user_of_a_call(client: Any, memory: MemoryPublisher) -> None:
+    from callstream.producers.recorder import call_fields
+
+    with call_fields(session_id="s-42", metadata={"ticket": "T-1"}):
+        client.chat.completions.create(model="gpt-4.1", messages=MESSAGES, user="customer-7")
+    client.chat.completions.create(model="gpt-4.1", messages=MESSAGES)
+    first, second = memory.wire
+    assert (first["session_id"], first["user_id"], first["metadata"]) == (
+        "s-42",
+        "customer-7",
+        {"ticket": "T-1"},
+    )
+    assert "session_id" not in second and "user_id" not in second
