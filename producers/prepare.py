@@ -290,8 +290,8 @@ def _private_metadata(metadata: Mapping[Any, Any], policy: Policy, depth: int = 
 
 def safe_original(item: Mapping[Any, Any], policy: Policy) -> Any:
     """An input that failed validation, as it may leave the process in a dead letter: internal keys
-    (`_deferred`) and bodies (unless enabled) left out, `user_id` and `metadata.client_ip` per the
-    privacy option, then redacted by key and pattern (producers.redaction.redact)."""
+    (`_deferred`) and bodies (unless enabled) left out, `user_id` and every nested `client_ip` per
+    the privacy option, then redacted by key and pattern (producers.redaction.redact)."""
     out: dict[Any, Any] = {}
     for key, value in item.items():
         if isinstance(key, str) and (key.startswith("_") or (key in _BODY_KEYS and not policy.record_bodies)):
@@ -300,7 +300,7 @@ def safe_original(item: Mapping[Any, Any], policy: Policy) -> Any:
             if policy.user_id_mode == "drop":
                 continue
             value = _private(value, policy.user_id_mode, policy.hash_key)
-        elif key == "metadata" and isinstance(value, Mapping):
+        elif isinstance(value, Mapping):  # metadata, and any other object a caller nested a client_ip in
             value = _private_metadata(value, policy)
         out[key] = value
     return redact(out, policy.secrets)

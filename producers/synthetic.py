@@ -27,7 +27,7 @@ class ModelProfile:
     reasoning_share: float = 0.0  # of output tokens spent on reasoning
 
 
-# The seed's gateway models plus one the price table does not know (it must show up unpriced).
+# An LLM gateway's usual models plus one the price table does not know (it must show up unpriced).
 DEFAULT_MODELS: tuple[ModelProfile, ...] = (
     ModelProfile("gpt-4.1", 0.42, 900, 900, 280, cache_read_share=0.3),
     ModelProfile("claude-sonnet-4-5", 0.26, 1400, 1200, 350, cache_read_share=0.4),

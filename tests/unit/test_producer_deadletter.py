@@ -160,3 +160,54 @@ def test_truncation_flag_at_the_limits() -> None:
     assert not dead_letter("r", "s", "y" * MAX_ORIGINAL_CHARS)["original_truncated"]
     assert dead_letter("r", "s", "y" * (MAX_ORIGINAL_CHARS + 1))["original_truncated"]
     assert dead_letter("r", "s", "y" * TEXT_CAP_CHARS)["original_truncated"]
+
+
+def test_lenient_encoder_keeps_objects_as_text() -> None:
+    assert (
+        original_text({"big": 2**100, "o": Marker()})
+        == '{"big": 1267650600228229401496703205376, "o": "marker"}'
+    )
+
+
+class Marker:
+    def __str__(self) -> str:
+        return "marker"
+
+
+def test_json_arrays_as_text_or_bytes_are_parsed_and_the_size_limit_is_inclusive() -> None:
+    array = '[{"credentials": {"note": "n"}}]'
+    for original in (array, array.encode()):
+        assert '"note"' not in dead_letter("r", "s", original)["original"]
+    exact = '{"credentials": {"note": "n"}, "pad": "' + "p" * (STRUCTURED_MAX_BYTES - 41) + '"}'
+    assert len(exact) == STRUCTURED_MAX_BYTES
+    for original in (exact, exact.encode()):
+        assert '"note"' not in dead_letter("r", "s", original)["original"]
+
+
+def test_registered_secrets_reach_text_and_json_originals() -> None:
+    secrets = frozenset({"my-registered-value"})
+    assert (
+        dead_letter("r", "s", "plain my-registered-value", secrets=secrets)["original"] == "plain [redacted]"
+    )
+    letter = dead_letter("r", "s", '{"a": "my-registered-value"}', secrets=secrets)
+    assert letter["original"] == '{"a":"[redacted]"}'  # redacted as JSON, so written again compactly
+
+
+def test_a_text_shortened_by_scrubbing_is_still_flagged_as_cut() -> None:
+    original = ("sk-" + "a" * 100 + " ") * 200  # 20,800 characters, every word a key
+    letter = dead_letter("r", "s", original)
+    assert len(letter["original"]) < MAX_ORIGINAL_CHARS and letter["original_truncated"]
+
+
+def test_detected_at_is_utc_whatever_the_machine_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Seoul")
+    time.tzset()
+    try:
+        assert dead_letter("r", "s", "x")["detected_at"].endswith("Z")
+        when = datetime(2025, 1, 1, 0, 0, tzinfo=UTC)
+        assert dead_letter("r", "s", "x", detected_at=when)["detected_at"] == "2025-01-01T00:00:00.000Z"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()

@@ -353,3 +353,10 @@ def test_pseudonym_of_text_that_is_not_valid_unicode() -> None:
         pseudonym("\ud800", b"k")
         == hmac.new(b"k", "\ud800".encode("utf-8", "replace"), hashlib.sha256).hexdigest()[:32]
     )
+
+
+def test_safe_original_applies_the_client_ip_option_in_any_nested_object() -> None:
+    safe = safe_original(
+        {"extra": {"client_ip": "10.0.0.1", "n": 1}, "metadata": "text"}, Policy(client_ip_mode="drop")
+    )
+    assert safe == {"extra": {"n": 1}, "metadata": "text"}

@@ -244,3 +244,21 @@ def test_log_filter_survives_a_broken_record() -> None:
     ok = logging.LogRecord("lib", logging.WARNING, __file__, 1, "plain %s", ("text",), None)
     ScrubbingFilter().filter(ok)
     assert (ok.msg, ok.args) == ("plain text", None)
+
+
+def test_unquoted_values_are_replaced_whole() -> None:
+    assert scrub("password=Xylophone1 next") == f"password={REDACTED} next"
+
+
+def test_scrub_bounded_reads_enough_of_a_long_text() -> None:
+    text = "x" * 1_500 + " sk-proj-CANARY0123456789 " + "y" * 3_000
+    clean = scrub_bounded(text, 2_000)
+    assert len(clean) == 2_000 and clean.startswith("x" * 1_500 + f" {REDACTED} ")
+
+
+def test_redact_cuts_long_object_texts() -> None:
+    class Long:
+        def __repr__(self) -> str:
+            return "z" * 70_000
+
+    assert redact(Long()) == "z" * 65_536
