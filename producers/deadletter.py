@@ -134,10 +134,10 @@ def dead_letter(
         if clean != structured or not isinstance(original, str | bytes | bytearray | memoryview):
             text = original_text(clean)
     head_only = len(text) >= TEXT_CAP_CHARS
-    scrubbed = scrub(text, secrets)
+    scrubbed = _encodable(scrub(text, secrets))
     cut = truncate(scrubbed, MAX_ORIGINAL_CHARS)
     return {
-        "reason": scrub_bounded(reason, MAX_REASON_CHARS, secrets),
+        "reason": _encodable(scrub_bounded(reason, MAX_REASON_CHARS, secrets)),
         "stage": stage,
         "original": cut,
         "original_bytes": size,
@@ -150,6 +150,15 @@ def dead_letter(
         "source_line": source_line,
         "detected_at": _iso(detected_at or datetime.now(UTC)),
     }
+
+
+def _encodable(text: str) -> str:
+    """`text` as valid UTF-8: a lone surrogate (from a decoded JSON escape like "\\ud800") becomes '?'."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def encode_dead_letter(letter: dict[str, Any]) -> bytes:

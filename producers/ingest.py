@@ -274,7 +274,9 @@ class Ingestor:
                     log.info("raw topic partitions", topic=self.topic, partitions=self._partitions)
                     break
                 log.warning(
-                    "raw topic not available yet", topic=self.topic, error=str(getattr(topic, "error", None))
+                    "raw topic not available yet",
+                    topic=self.topic,
+                    error=describe_error(getattr(topic, "error", None)),
                 )
             except Exception as exc:
                 log.warning("Kafka metadata unavailable; retrying", error=describe_error(exc))

@@ -287,7 +287,10 @@ def _without(doc: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def _dumps(doc: Any) -> bytes:
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=True).encode()
+    # lone surrogates pass through as the invalid UTF-8 bytes a careless writer would produce
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=True).encode(
+        "utf-8", "surrogatepass"
+    )
 
 
 # ---- hypothesis strategies ----

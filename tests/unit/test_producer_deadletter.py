@@ -211,3 +211,8 @@ def test_detected_at_is_utc_whatever_the_machine_zone(monkeypatch: pytest.Monkey
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+def test_lone_surrogates_become_encodable() -> None:
+    letter = valid(dead_letter("bad \ud800 reason", "producer", {"k\ud800": "v\udfff"}))
+    assert "\ud800" not in letter.original and "\ud800" not in letter.reason
