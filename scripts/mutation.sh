@@ -50,6 +50,7 @@ only_mutate = [$mutate]
 also_copy = ["mutmut_pytest9.py"]
 pytest_add_cli_args_test_selection = [$tests]
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "mutmut_pytest9", "-q"]
+on_dependency_change = "rerun"  # a changed test may kill an old survivor: test everything again
 EOF
 
 cd "$work"

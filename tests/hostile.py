@@ -14,7 +14,6 @@ spool, logs) for `CANARY_MARK` and for each entry of `CANARIES`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -397,8 +396,3 @@ def canaries_in(data: str | bytes) -> list[str]:
     if CANARY_MARK in text and not found:
         found.append(CANARY_MARK)
     return found
-
-
-def iter_lines_file(lines: list[bytes]) -> Iterator[bytes]:
-    for line in lines:
-        yield line + b"\n"
