@@ -7,11 +7,50 @@ Every stage connects through these objects, so pointing callstream at a producti
 
 from __future__ import annotations
 
+import contextlib
+import os
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StateSettings(BaseSettings):
+    """Where callstream keeps local state (the producer's spool, ingest checkpoints, the stream's
+    data). Environment variable `CALLSTREAM_STATE_DIR`; default `$XDG_STATE_HOME/callstream`, else
+    `~/.local/state/callstream`, so a command finds its state wherever it is started from."""
+
+    model_config = SettingsConfigDict(env_prefix="CALLSTREAM_", extra="ignore")
+
+    state_dir: Path | None = None
+
+
+def state_dir(*parts: str) -> Path:
+    """The absolute directory of a component's local state, e.g. `state_dir("spool")`. Only a path:
+    create it with `ensure_private_dir` where it is used (and log where it is)."""
+    base = StateSettings().state_dir
+    if base is None:
+        xdg = os.environ.get("XDG_STATE_HOME")
+        try:
+            root = Path(xdg) if xdg else Path.home() / ".local" / "state"
+        except RuntimeError:  # no home directory (some containers): fall back to the working directory
+            root = Path.cwd() / ".callstream-state"
+        base = root / "callstream"
+    return base.expanduser().absolute().joinpath(*parts)
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create `path` (and missing parents) readable by this user only (0700), and tighten it to 0700
+    if it exists with wider permissions: local state may hold what a caller recorded."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        with contextlib.suppress(OSError):  # not ours: the caller logs the mode it finds
+            path.chmod(0o700)
+    return path
 
 
 class KafkaSettings(BaseSettings):
