@@ -39,11 +39,11 @@ import orjson
 
 from callstream import logs
 from callstream.producers.contract import RawCallEvent, decode_events
+from callstream.producers.packing import split_into_arrays
 from callstream.settings import KafkaSettings
 from callstream.streams.catalogue import load_catalogue
 from callstream.streams.enrich import enrich, epoch_ms
 from callstream.streams.partials import Partial, encode_partial, partials_by_partition
-from callstream.streams.process import chunk_arrays
 from callstream.streams.settings import StreamSettings
 from callstream.streams.windows import fold_minutes, rollup
 
@@ -117,7 +117,7 @@ def run_plain(kafka: KafkaSettings, raw_topic: str, enriched_topic: str, agg_top
                     continue
                 valid, _ = decode_events(message.value())
                 docs = [enrich(e, prices) for e in valid]
-                for chunk in chunk_arrays([dumps(doc) for doc in docs], settings.enriched_max_bytes):
+                for chunk in split_into_arrays([dumps(doc) for doc in docs], settings.enriched_max_bytes):
                     produce(enriched_topic, chunk)
                 source = f"{message.topic()}:{message.partition()}"
                 windows = rollup(fold_minutes(docs))

@@ -20,6 +20,7 @@ import orjson
 
 from callstream.producers.contract import RawCallEvent, decode_events, encode_events, partition_for_event_id
 from callstream.producers.deadletter import dead_letter
+from callstream.producers.packing import split_into_arrays
 from callstream.streams.clock import EventTimeBounds, PartitionClock, is_late
 from callstream.streams.dedup import DedupIndex
 from callstream.streams.enrich import enrich, epoch_ms
@@ -113,8 +114,10 @@ class RawProcessor:
             out.dedup_record = state.dedup.batches[raw.offset]
         docs = self._enrich(fresh, state.clock, out)
         out.valid = len(docs)
-        out.enriched = chunk_arrays(
-            [orjson.dumps(doc, option=JSON_OPTIONS) for doc in docs], self.enriched_max_bytes
+        out.enriched = list(
+            split_into_arrays(
+                [orjson.dumps(doc, option=JSON_OPTIONS) for doc in docs], self.enriched_max_bytes
+            )
         )
         windows = rollup(fold_minutes(docs, self._capped_labels(state.keycap)))
         source = f"{raw.topic}:{raw.partition}"
@@ -184,20 +187,3 @@ class RawProcessor:
             source_offset=raw.offset,
             batch_index=index,
         )
-
-
-def chunk_arrays(encoded: list[bytes], max_bytes: int) -> list[bytes]:
-    """Already-encoded JSON values packed into JSON arrays of at most `max_bytes` each (a single
-    larger value gets an array of its own)."""
-    chunks: list[bytes] = []
-    parts: list[bytes] = []
-    size = 2
-    for item in encoded:
-        if parts and size + len(item) + 1 > max_bytes:
-            chunks.append(b"[" + b",".join(parts) + b"]")
-            parts, size = [], 2
-        parts.append(item)
-        size += len(item) + 1
-    if parts:
-        chunks.append(b"[" + b",".join(parts) + b"]")
-    return chunks

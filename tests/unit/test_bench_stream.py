@@ -20,11 +20,11 @@ from bench.stream import (
     summary,
 )
 from bench.stream_baselines import JSON_OPTIONS
+from callstream.producers.packing import split_into_arrays
 from callstream.producers.synthetic import generate
 from callstream.streams.catalogue import load_catalogue
 from callstream.streams.enrich import enrich
 from callstream.streams.partials import partials_by_partition
-from callstream.streams.process import chunk_arrays
 from callstream.streams.settings import StreamSettings
 from callstream.streams.windows import DIMENSION_SIZES, WindowKey, fold_minutes, rollup
 
@@ -115,13 +115,11 @@ def partials_of(docs: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
 
 
 def test_enriched_chunks_keep_every_event_in_order(docs: list[dict[str, Any]]) -> None:
-    chunks = chunk_arrays([orjson.dumps(d, option=JSON_OPTIONS) for d in docs], 64 * 1024)
+    chunks = list(split_into_arrays([orjson.dumps(d, option=JSON_OPTIONS) for d in docs], 64 * 1024))
     assert len(chunks) > 1
     assert all(len(c) <= 64 * 1024 for c in chunks)
     ids = [e["event_id"] for c in chunks for e in orjson.loads(c)]
     assert ids == [d["event_id"] for d in docs]
-    assert chunk_arrays([], 1024) == []
-    assert chunk_arrays([b"x" * 2000], 1024) == [b"[" + b"x" * 2000 + b"]"]  # alone when too big
 
 
 def test_plain_loop_partials_hold_every_event_once_per_size_and_dimension(docs: list[dict[str, Any]]) -> None:
