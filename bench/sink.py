@@ -40,9 +40,9 @@ from callstream.infra import local_servers
 from callstream.infra.setup import create_topics
 from callstream.settings import ElasticsearchSettings, KafkaSettings
 from callstream.sinks import index_templates
+from callstream.sinks.cli import elasticsearch_sink
 from callstream.sinks.documents import Documents, Origin
 from callstream.sinks.settings import SinkSettings
-from callstream.sinks.worker import SinkWorker
 from callstream.streams.contract import EnrichedCallEvent
 
 console = Console(stderr=True)
@@ -242,7 +242,7 @@ class SinkRun:
 
 def sink_rate(kafka: KafkaSettings, es: ElasticsearchSettings, sink: SinkSettings, docs: int) -> SinkRun:
     """Run the sink in this process until `docs` documents are acknowledged."""
-    worker = SinkWorker(kafka, es, sink)
+    worker = elasticsearch_sink(kafka, es, sink)
     outcome: dict[str, Any] = {}
 
     def run() -> None:

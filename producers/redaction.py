@@ -47,6 +47,9 @@ QUALIFIERS = frozenset(
         "estimate", "length", "len", "number", "num", "ratio", "rate", "price", "cost", "index",
         "idx", "method", "methods", "mode", "scheme", "provider", "status", "required", "enabled",
         "expiry", "expires", "expiration", "ttl", "url", "uri", "endpoint",
+        # units and statistics: `cost_per_token_usd`, `time_to_first_token_ms` are measurements
+        "usd", "ms", "us", "ns", "s", "sec", "secs", "seconds", "bytes", "size", "min", "max", "avg",
+        "mean", "p50", "p90", "p95", "p99",
     }
 )  # fmt: skip
 # `<kind>_key` is a credential for these kinds (`api_key`, `AccessKey`, `x-api-key`), while

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import signal
 import sys
 import threading
@@ -13,6 +14,7 @@ import typer
 
 from callstream import logs
 from callstream.settings import ElasticsearchSettings, KafkaSettings
+from callstream.sinks.elasticsearch import ElasticsearchDestination
 from callstream.sinks.settings import SinkSettings
 from callstream.sinks.worker import SinkStats, SinkWorker
 
@@ -38,6 +40,17 @@ def stop_on_signals(worker: SinkWorker) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def elasticsearch_sink(
+    kafka: KafkaSettings | None = None,
+    es: ElasticsearchSettings | None = None,
+    sink: SinkSettings | None = None,
+) -> SinkWorker:
+    """A sink worker writing to Elasticsearch (settings from the environment unless given)."""
+    sink = sink or SinkSettings()
+    destination = functools.partial(ElasticsearchDestination, es or ElasticsearchSettings(), sink)
+    return SinkWorker(kafka or KafkaSettings(), sink, destination)
+
+
 def run_sink(
     kafka: KafkaSettings | None = None,
     es: ElasticsearchSettings | None = None,
@@ -46,7 +59,7 @@ def run_sink(
     stop_after_docs: int | None = None,
 ) -> SinkStats:
     """Run the sink in this process (settings from the environment unless given); returns its counts."""
-    worker = SinkWorker(kafka or KafkaSettings(), es or ElasticsearchSettings(), sink or SinkSettings())
+    worker = elasticsearch_sink(kafka, es, sink)
     with stop_on_signals(worker):
         return worker.run(stop_when_idle_s=stop_when_idle_s, stop_after_docs=stop_after_docs)
 

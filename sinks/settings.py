@@ -55,7 +55,6 @@ class SinkSettings(BaseSettings):
         default=30.0, ge=0, description="How long a stop waits for retrying bulks"
     )
     stats_interval_s: float = Field(default=10.0, gt=0)
-    deadletter_original_max_chars: int = Field(default=100_000, ge=1000)
 
     # Index templates and retention (ILM, where the server has it).
     index_shards: int = Field(default=1, ge=1)

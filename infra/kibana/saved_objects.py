@@ -77,7 +77,7 @@ DEADLETTER = DataView(
 SINK_DEADLETTER = DataView(
     "callstream-sink-deadletter",
     "callstream-sink-deadletter-*",
-    "failed_at",
+    "detected_at",
     "callstream sink dead letters",
     "sink_deadletter",
 )
@@ -591,7 +591,7 @@ def lenses() -> list[Lens]:
             "Documents Elasticsearch refused, kept with the reason.",
             SINK_DEADLETTER,
             "",
-            {"time": date_histogram("failed_at"), "letters": count("Dead letters")},
+            {"time": date_histogram("detected_at"), "letters": count("Dead letters")},
             "lnsXY",
             xy("bar_stacked", "time", ["letters"]),
         ),

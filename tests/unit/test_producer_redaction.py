@@ -262,3 +262,12 @@ def test_redact_cuts_long_object_texts() -> None:
             return "z" * 70_000
 
     assert redact(Long()) == "z" * 65_536
+
+
+def test_no_field_of_callstreams_own_contracts_reads_as_a_credential() -> None:
+    """Dead letters of enriched events and aggregates are redacted by key too: a measurement such as
+    cost_per_token_usd or time_to_first_token_ms must survive."""
+    from callstream.streams.contract import EnrichedCallEvent, TokenSums, WindowAggregate
+
+    for model in (EnrichedCallEvent, WindowAggregate, TokenSums):
+        assert [name for name in model.model_fields if is_sensitive_key(name)] == [], model.__name__
