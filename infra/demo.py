@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from rich.table import Table
 
 from callstream import topics
 from callstream.infra import local_servers
-from callstream.infra.processes import stop_process
+from callstream.infra.processes import start_worker, stop_process
 from callstream.infra.setup import setup
 from callstream.producers import synthetic
 from callstream.producers.loadgen import publish
@@ -86,13 +85,6 @@ def _model_rows(es: Any, prefix: str) -> dict[str, ModelRow]:
     return dict(rows)
 
 
-def _start_worker(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    handle = log_path.open("wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "callstream.cli", *args], env=env, stdout=handle, stderr=subprocess.STDOUT
-    )
-
-
 def run_demo(
     events: int = 50_000,
     keep_servers: bool = False,
@@ -112,11 +104,11 @@ def run_demo(
         log_dir = srv.data_dir / "logs"
         log_dir.mkdir(exist_ok=True)
         workers.append(
-            _start_worker(
+            start_worker(
                 ["stream", "--web-port", str(local_servers.free_port())], env, log_dir / "stream.log"
             )
         )
-        workers.append(_start_worker(["sink"], env, log_dir / "sink.log"))
+        workers.append(start_worker(["sink"], env, log_dir / "sink.log"))
         console.print(f"[bold]workers[/] stream and sink started; logs in {log_dir}")
 
         invalid = [bad for bad, _ in synthetic.invalid_inputs()]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,14 +61,6 @@ def run_sink(
     worker = elasticsearch_sink(kafka, es, sink)
     with stop_on_signals(worker):
         return worker.run(stop_when_idle_s=stop_when_idle_s, stop_after_docs=stop_after_docs)
-
-
-def subprocess_command(stop_when_idle_s: float | None = None) -> list[str]:
-    """argv to run the sink as a separate process with this interpreter (settings via environment)."""
-    argv = [sys.executable, "-m", "callstream.cli", "sink"]
-    if stop_when_idle_s is not None:
-        argv += ["--stop-when-idle-s", str(stop_when_idle_s)]
-    return argv
 
 
 def sink_command(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -21,7 +20,7 @@ import orjson
 
 from callstream import topics
 from callstream.infra.local_servers import LocalServers, free_port
-from callstream.infra.processes import stop_process
+from callstream.infra.processes import start_worker, stop_process
 from callstream.infra.setup import create_topics
 from callstream.settings import KafkaSettings
 from callstream.topic_reader import iter_to_end
@@ -73,14 +72,7 @@ class Pipeline:
         """Start `callstream ARGS...` as a separate process; its output goes to a log file."""
         log_dir = self.log_dir or Path("/tmp")
         log_path = log_dir / f"{self.prefix}-{name}-{len(self.processes)}.log"
-        handle = log_path.open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "callstream.cli", *args],
-            env=self.env(**env),
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
+        process = start_worker(args, self.env(**env), log_path, cwd=REPO)
         process.log_path = log_path  # type: ignore[attr-defined]
         self.processes.append(process)
         return process

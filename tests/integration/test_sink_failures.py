@@ -26,11 +26,11 @@ from elasticsearch import Elasticsearch, helpers
 
 from callstream import topics
 from callstream.infra import local_servers
+from callstream.infra.processes import start_worker
 from callstream.infra.setup import create_topics
 from callstream.producers.deadletter import dead_letter
 from callstream.settings import ElasticsearchSettings, KafkaSettings
 from callstream.sinks import index_templates
-from callstream.sinks.cli import subprocess_command
 from callstream.streams.contract import WindowAggregate
 from callstream.topic_reader import reader_consumer
 from tests.unit.test_sink_events import enriched_events
@@ -71,8 +71,7 @@ class Pipeline:
         self.produce(self.topic(topics.ENRICHED), values)
 
     def start_sink(self, name: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
-        log = (self.logs / f"{name}.log").open("ab")
-        return subprocess.Popen([*subprocess_command(), *args], env=self.env | env, stdout=log, stderr=log)
+        return start_worker(["sink", *args], self.env | env, self.logs / f"{name}.log")
 
     def log_text(self, name: str) -> str:
         return (self.logs / f"{name}.log").read_text(errors="replace")
