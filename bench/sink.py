@@ -33,11 +33,11 @@ from confluent_kafka import Producer
 from elasticsearch import Elasticsearch, helpers
 from elasticsearch.serializer import OrjsonSerializer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from callstream import topics
 from callstream.infra import local_servers
 from callstream.infra.setup import create_topics
+from callstream.progress import progress as progress_display
 from callstream.settings import ElasticsearchSettings, KafkaSettings
 from callstream.sinks import index_templates
 from callstream.sinks.cli import elasticsearch_sink
@@ -140,17 +140,6 @@ def _servers(use_configured: bool) -> Iterator[tuple[KafkaSettings, Elasticsearc
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        console=console,
-    )
-
-
 def produce(kafka: KafkaSettings, topic: str, events: list[dict[str, Any]], per_message: int) -> None:
     producer = Producer(
         kafka.confluent_config() | {"compression.type": "lz4", "linger.ms": 20, "acks": "all"}
@@ -161,7 +150,7 @@ def produce(kafka: KafkaSettings, topic: str, events: list[dict[str, Any]], per_
         if err is not None:
             errors.append(err)
 
-    with _progress() as progress:
+    with progress_display(rate=True, console=console) as progress:
         task = progress.add_task("produce", total=len(events), rate="")
         for i in range(0, len(events), per_message):
             chunk = events[i : i + per_message]
@@ -196,7 +185,7 @@ def raw_bulk_rate(
             {"_index": documents.enriched_event(e, origin).index, "_id": e["event_id"], "_source": e}
             for e in events
         ]
-        with _progress() as progress:
+        with progress_display(rate=True, console=console) as progress:
             task = progress.add_task(
                 f"limit (chunk {chunk_size}, {threads} thread(s))", total=len(events), rate=""
             )
@@ -256,7 +245,7 @@ def sink_rate(kafka: KafkaSettings, es: ElasticsearchSettings, sink: SinkSetting
     thread = threading.Thread(target=run, name="sink", daemon=True)
     thread.start()
     try:
-        with _progress() as progress:
+        with progress_display(rate=True, console=console) as progress:
             task = progress.add_task("sink", total=docs, rate="")
             while thread.is_alive():
                 thread.join(0.5)

@@ -44,11 +44,11 @@ from typing import Any
 import orjson
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from callstream import topics
 from callstream.infra.processes import CLI, start_worker, stop_process
+from callstream.progress import progress as progress_display
 from callstream.settings import KafkaSettings
 from callstream.topic_reader import iter_until_idle, reader_consumer
 
@@ -261,7 +261,7 @@ def pre_produce(kafka: KafkaSettings, events: int, batch_size: int, start: datet
     from callstream.producers.loadgen import publish
     from callstream.producers.synthetic import iter_events
 
-    with _progress() as progress:
+    with progress_display(rate=True, console=console) as progress:
         task = progress.add_task("pre-produce raw events", total=events, rate="")
         report = publish(
             kafka,
@@ -451,7 +451,7 @@ def measure(
         rss_at: dict[str, float] = {}
         marks = list(THIRDS)
         deadline = started + timeout_s
-        with _progress() as bars:
+        with progress_display(rate=True, console=console) as bars:
             enriched_bar = bars.add_task(f"{contender.name} enriched", total=events, rate="starting")
             aggregated_bar = bars.add_task(f"{contender.name} aggregated", total=events, rate="")
             while counted < events or aggregation.total < events:
@@ -549,17 +549,6 @@ def _message_count(kafka: KafkaSettings, topic: str) -> int:
         return total
     finally:
         consumer.close()
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        console=console,
-    )
 
 
 # -- the command -----------------------------------------------------------------------------------

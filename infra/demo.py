@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from callstream import topics
@@ -25,6 +24,7 @@ from callstream.infra.processes import start_worker, stop_process
 from callstream.infra.setup import setup
 from callstream.producers import synthetic
 from callstream.producers.loadgen import publish
+from callstream.progress import progress as progress_display
 from callstream.settings import ElasticsearchSettings, KafkaSettings
 
 DEMO_DATA_DIR = Path(".callstream/demo")
@@ -112,13 +112,7 @@ def run_demo(
         console.print(f"[bold]workers[/] stream and sink started; logs in {log_dir}")
 
         invalid = [bad for bad, _ in synthetic.invalid_inputs()]
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress:
+        with progress_display(console=console) as progress:
             produced = progress.add_task("loadgen: events to Kafka", total=events)
             report = publish(
                 kafka,

@@ -8,18 +8,11 @@ from datetime import datetime
 from pathlib import Path
 
 import typer
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from callstream import logs, topics
 from callstream.producers import synthetic
 from callstream.producers.loadgen import publish
+from callstream.progress import progress
 from callstream.settings import KafkaSettings
 
 
@@ -42,17 +35,15 @@ def loadgen(
     generated = synthetic.iter_events(
         events, seed=seed, start=start, rate_per_s=event_rate, late_share=late_share
     )
-    with Progress(
-        TextColumn("loadgen"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False
-    ) as progress:
-        task = progress.add_task("events", total=events)
+    with progress() as bar:
+        task = bar.add_task("loadgen", total=events)
         report = publish(
             kafka,
             kafka.topic(topics.RAW),
             generated,
             batch_size=batch_size,
             rate_per_s=rate,
-            on_progress=lambda n: progress.advance(task, n),
+            on_progress=lambda n: bar.advance(task, n),
             stop=stop,
         )
         if invalid:
@@ -118,12 +109,10 @@ def ingest(
         follow=follow,
         batch_max_events=batch_max_events,
     )
-    with Progress(
-        TextColumn("ingest"), BarColumn(), DownloadColumn(), TimeElapsedColumn(), transient=False
-    ) as progress:
-        task = progress.add_task("bytes", total=None if follow else ingestor.bytes_remaining())
+    with progress(unit="bytes") as bar:
+        task = bar.add_task("ingest", total=None if follow else ingestor.bytes_remaining())
         stats = ingestor.run(
-            stop, on_progress=lambda n: progress.advance(task, n), finish_timeout_s=finish_timeout_s
+            stop, on_progress=lambda n: bar.advance(task, n), finish_timeout_s=finish_timeout_s
         )
     log.info("ingest done", checkpoint=str(ingestor.checkpoint_path), **vars(stats))
     if stats.unacknowledged:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+from dataclasses import asdict
 from datetime import datetime
 
 import typer
-from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
 from callstream import logs, topics
+from callstream.progress import progress
 from callstream.settings import KafkaSettings
 from callstream.streams.settings import StreamSettings
 
@@ -35,6 +36,7 @@ def stream_command(
 
     import faust
 
+    from callstream.streams import faust_surface
     from callstream.streams.app import create_app
     from callstream.streams.replay import ReplayRangeError, check_range
 
@@ -63,10 +65,14 @@ def stream_command(
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:  # uvloop is optional (about +25% throughput)
         pass
-    app, _ = create_app(settings, KafkaSettings(), stop_when_idle_s=stop_when_idle_s)
-    logs.get(__name__).info("stream worker starting", app_id=app.conf.id, source=settings.source)
+    app, pipeline = create_app(settings, KafkaSettings(), stop_when_idle_s=stop_when_idle_s)
+    log = logs.get(__name__)
+    log.info("stream worker starting", app_id=app.conf.id, source=settings.source)
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False, override_logging=False)
-    worker.execute_from_commandline()
+    try:
+        faust_surface.without_spinner(worker).execute_from_commandline()
+    finally:
+        log.info("stream worker stopped", app_id=app.conf.id, **asdict(pipeline.counters))
 
 
 def replay_command(
@@ -90,10 +96,8 @@ def replay_command(
     create_topics(kafka, partitions, specs=topics.replay_topic_specs(kafka, generation, partitions))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with Progress(
-        TextColumn("replay copy"), TextColumn("{task.completed:,} events"), TimeElapsedColumn()
-    ) as bar:
-        task = bar.add_task("copy", total=None)
+    with progress() as bar:
+        task = bar.add_task("replay copy", total=None)
         report = copy_range(
             kafka, start, end, generation, on_progress=lambda n: bar.advance(task, n), stop=stop
         )

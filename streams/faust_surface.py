@@ -40,6 +40,8 @@ def _missing(what: str) -> FaustSurfaceError:
 
 def check() -> None:
     """Fail at start, not mid-stream, if this faust lacks what callstream touches."""
+    if "spinner" not in faust.Worker.__init__.__code__.co_names:
+        raise _missing("Worker.spinner")
     for owner, name in (
         (Consumer, "_add_gap"),
         (Stream, "take_events"),
@@ -78,6 +80,13 @@ def place_keys(table: Any, partition_of: Callable[[str], int]) -> None:
     key's changelog partition is the input partition that owns it, even when it is written
     outside the agent's iteration (after a batch from `take_events`)."""
     table.partition_for_key = partition_of
+
+
+def without_spinner(worker: faust.Worker) -> faust.Worker:
+    """faust's worker draws a terminal spinner on its stdout whatever that is; callstream's workers
+    report progress in structured log lines, so a log file gets no cursor escape codes."""
+    worker.spinner = None
+    return worker
 
 
 def take_events(stream: Any, max_: int, within_s: float) -> Any:
