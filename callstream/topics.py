@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from callstream.durations import DAY_MS
 from callstream.settings import KafkaSettings
 
 RAW = "calls.raw"
@@ -23,8 +24,6 @@ AGGREGATES = "aggregates"
 """Full window aggregate updates, versioned, keyed by document id."""
 SINK_DEADLETTER = "sink.deadletter"
 """Documents Elasticsearch rejected, with the reason and the original."""
-
-DAY_MS = 24 * 3600 * 1000
 
 
 def replay_topic(generation: int) -> str:

@@ -33,6 +33,8 @@ from pydantic import (
     model_validator,
 )
 
+from callstream.durations import DAY_MS
+
 SCHEMA_VERSION: Literal[1] = 1
 MAX_ERROR_MESSAGE_CHARS = 2048
 MAX_METADATA_KEYS = 64
@@ -49,7 +51,8 @@ EventId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern
 # stream applies the real bounds (maximum age, clock skew) relative to when an event was published.
 EARLIEST_EVENT_TIME = datetime(1970, 1, 2, tzinfo=UTC)
 LATEST_EVENT_TIME = datetime(2999, 12, 31, tzinfo=UTC)
-MAX_DURATION_MS = 86_400_000
+LATEST_EVENT_TIME_MS = int(LATEST_EVENT_TIME.timestamp() * 1000)
+MAX_DURATION_MS = DAY_MS
 MAX_REPORTED_COST_USD = 1e9
 # Integers within the signed 64-bit range, so an accepted event can always be encoded again.
 MetadataInt = Annotated[int, Field(ge=-(2**63), lt=2**63)]

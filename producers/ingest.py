@@ -109,8 +109,8 @@ class Ingestor:
         self.paths = [Path(p).resolve() for p in paths]
         self.kafka = kafka or KafkaSettings()
         self.settings = settings or ProducerSettings()
-        self.topic = self.settings.raw_topic(self.kafka)
-        self.deadletter_topic = self.settings.deadletter_topic_name(self.kafka)
+        self.topic = self.kafka.topic(self.settings.raw_topic)
+        self.deadletter_topic = self.kafka.topic(self.settings.deadletter_topic)
         self.checkpoint_path = checkpoint_path or default_checkpoint(self.paths)
         self.checkpoint = Checkpoint(self.checkpoint_path)
         log.info("ingest checkpoint", path=str(self.checkpoint_path), files=len(self.paths))

@@ -199,8 +199,8 @@ class KafkaPublisher:
         self.settings = settings or ProducerSettings()
         self.kafka = kafka or KafkaSettings()
         self.policy = policy or Policy.from_settings(self.settings)
-        self.topic = self.settings.raw_topic(self.kafka)
-        self.deadletter_topic = self.settings.deadletter_topic_name(self.kafka)
+        self.topic = self.kafka.topic(self.settings.raw_topic)
+        self.deadletter_topic = self.kafka.topic(self.settings.deadletter_topic)
         self._queue: deque[dict[str, Any]] = deque()
         self._queue_max = self.settings.queue_max_events
         self._batch_events = self.settings.batch_max_events

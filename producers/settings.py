@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from callstream import topics
 from callstream.producers.contract import MAX_ERROR_MESSAGE_CHARS
 from callstream.settings import KafkaSettings, state_dir
 
@@ -43,9 +44,9 @@ class ProducerSettings(BaseSettings):
     kafka_queue_max_kbytes: int = Field(default=65_536, ge=1_024)
     # Any other librdkafka property, e.g. {"queue.buffering.max.kbytes": "65536"} (JSON in the env var).
     librdkafka_overrides: dict[str, str | int | float | bool] = Field(default_factory=dict)
-    # Topic override; default is KafkaSettings().topic(callstream.topics.RAW).
-    topic: str | None = None
-    deadletter_topic: str | None = None
+    # Logical topic names, as every component names them (KafkaSettings.topic() adds the prefix).
+    raw_topic: str = topics.RAW
+    deadletter_topic: str = topics.DEADLETTER
 
     # Durable spool for events Kafka could not take (unreachable broker, full queue, shutdown).
     # Default: `callstream.settings.state_dir("spool")` (under CALLSTREAM_STATE_DIR, else
@@ -112,13 +113,3 @@ class ProducerSettings(BaseSettings):
         }
         conf.update(self.librdkafka_overrides)
         return conf
-
-    def raw_topic(self, kafka: KafkaSettings) -> str:
-        from callstream.topics import RAW
-
-        return self.topic or kafka.topic(RAW)
-
-    def deadletter_topic_name(self, kafka: KafkaSettings) -> str:
-        from callstream.topics import DEADLETTER
-
-        return self.deadletter_topic or kafka.topic(DEADLETTER)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Literal
 
+from callstream.durations import DAY_MS, HOUR_MS
 from callstream.reports import calls as calls_core
 from callstream.reports import figures
 from callstream.reports.calls import CallGroup
@@ -46,9 +47,9 @@ class SavingsRequest:
 
 def over_time_bucket(length_ms: int) -> Literal["day", "hour", "minute"]:
     """Days from three days on, hours from three hours on, else minutes: enough points for a trend."""
-    if length_ms >= 3 * 86_400_000:
+    if length_ms >= 3 * DAY_MS:
         return "day"
-    return "hour" if length_ms >= 3 * 3_600_000 else "minute"
+    return "hour" if length_ms >= 3 * HOUR_MS else "minute"
 
 
 def read_docs(

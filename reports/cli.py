@@ -51,7 +51,7 @@ def _context(tz: str | None, since: str | None, until: str | None, last: str | N
     from callstream.errors import require
 
     # A report is for people: no info logs (the catalogue's), no client tracebacks before the one-line reason.
-    logs.configure(level="WARNING")
+    logs.configure(logs.LogSettings(level="WARNING"))
     logging.getLogger("elastic_transport").setLevel(logging.CRITICAL)
     require("report", "elasticsearch")
     from callstream.reports.reader import Reader

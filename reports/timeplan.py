@@ -20,12 +20,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from callstream.durations import DAY_MS, HOUR_MS, MINUTE_MS
 from callstream.errors import ConfigurationError
 from callstream.streams.contract import WINDOW_SIZES_MS
 
-MINUTE_MS = WINDOW_SIZES_MS["1m"]
-HOUR_MS = WINDOW_SIZES_MS["1h"]
-DAY_MS = WINDOW_SIZES_MS["1d"]
 COARSEST_FIRST = ("1d", "1h", "1m")
 FINER = {"1d": "1h", "1h": "1m"}
 BucketBy = Literal["day", "hour", "minute", "range"]

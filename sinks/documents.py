@@ -24,12 +24,11 @@ from typing import Any
 import orjson
 from pydantic import Field
 
-from callstream.producers.contract import LATEST_EVENT_TIME
+from callstream.producers.contract import LATEST_EVENT_TIME_MS
 from callstream.producers.deadletter import MAX_ORIGINAL_CHARS, MAX_REASON_CHARS, DeadLetter, dead_letter
 from callstream.streams.contract import WINDOW_SIZES_MS
 
 MAX_ID_BYTES = 512  # Elasticsearch refuses longer _id values
-LATEST_TIMESTAMP_MS = int(LATEST_EVENT_TIME.timestamp() * 1000)
 # Per-document bytes on the bulk wire besides the source: the action line and newlines.
 ACTION_OVERHEAD_BYTES = 48
 
@@ -283,7 +282,7 @@ class Documents:
         timestamp_ms = failure.origin.timestamp_ms
         day = (
             datetime.fromtimestamp(timestamp_ms / 1000, UTC)
-            if timestamp_ms and 0 < timestamp_ms < LATEST_TIMESTAMP_MS
+            if timestamp_ms and 0 < timestamp_ms < LATEST_EVENT_TIME_MS
             else failed_at
         )
         index = sink_deadletter_index(self.prefix, day)

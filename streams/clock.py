@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-MINUTE_MS = 60_000
+from callstream.durations import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS
 
 
 def iso(ms: int) -> str:
@@ -24,7 +24,7 @@ def iso(ms: int) -> str:
 
 def _span(ms: int) -> str:
     """A duration a person reads: '3 days', '7 minutes', '12 seconds'."""
-    for unit, size in (("day", 86_400_000), ("hour", 3_600_000), ("minute", MINUTE_MS), ("second", 1000)):
+    for unit, size in (("day", DAY_MS), ("hour", HOUR_MS), ("minute", MINUTE_MS), ("second", SECOND_MS)):
         if ms >= size:
             count = ms // size
             return f"{count} {unit}{'s' if count != 1 else ''}"

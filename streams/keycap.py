@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from callstream.durations import DAY_MS
+
 OTHER = "other"
-DAY_MS = 86_400_000
 
 
 @dataclass

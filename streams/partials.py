@@ -16,11 +16,12 @@ from typing import Any
 
 import orjson
 
+from callstream.errors import CallstreamError
 from callstream.producers.contract import partition_for_key
 from callstream.streams.windows import WindowKey, WindowState
 
 
-class PartialError(ValueError):
+class PartialError(CallstreamError, ValueError):
     """A partials message that is not one (never written by callstream, or corrupted)."""
 
 

@@ -8,11 +8,9 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from callstream.durations import DAY_MS, HOUR_MS
 from callstream.streams.clock import EventTimeBounds
 from callstream.streams.pricing import DEFAULT_OVERRIDES
-
-HOUR_MS = 3_600_000
-DAY_MS = 24 * HOUR_MS
 
 
 class StreamSettings(BaseSettings):
@@ -56,7 +54,6 @@ class StreamSettings(BaseSettings):
     # An input partition this long without messages is checked for input its consumer left behind.
     input_quiet_s: float = Field(default=10.0, gt=0)
     stream_buffer_maxsize: int = Field(default=16, ge=1)  # messages (each a batch) buffered per partition
-    log_level: str = "INFO"
     # faust's working directory (its table metadata), one subdirectory per app id.
     data_dir: Path = Path(".callstream/stream")
 

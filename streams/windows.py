@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from callstream.producers.contract import LATEST_EVENT_TIME
+from callstream.producers.contract import LATEST_EVENT_TIME_MS
 from callstream.streams.contract import WINDOW_SIZES_MS
 from callstream.streams.pricing import PICO_PER_USD
 from callstream.streams.sketch import LatencySketch
@@ -35,7 +35,6 @@ DIMENSION_SIZES: dict[str, tuple[str, ...]] = {
 KEY_SEPARATOR = "|"
 NONE_KEY = "(none)"  # the service or user of calls that named none
 INT64_MAX = 2**63 - 1
-LATEST_WINDOW_START_MS = int(LATEST_EVENT_TIME.timestamp() * 1000)
 
 Merge = Literal["sum", "min", "max", "counts", "sketch"]
 
@@ -66,7 +65,7 @@ class WindowKey:
         if size not in WINDOW_SIZES_MS:
             raise ValueError(f"window key {text[:200]!r}: unknown window size {size!r}")
         start_ms = int(start)
-        if not 0 <= start_ms <= LATEST_WINDOW_START_MS:
+        if not 0 <= start_ms <= LATEST_EVENT_TIME_MS:
             raise ValueError(f"window key {text[:200]!r}: start {start_ms} is out of range")
         return cls(dimension, key, size, start_ms)
 

@@ -27,6 +27,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from callstream import logs
+from callstream.errors import CallstreamError
 from callstream.settings import ElasticsearchSettings
 
 log = logs.get(__name__)
@@ -229,7 +230,7 @@ def rule_update_body(rule: dict[str, Any]) -> dict[str, Any]:
 # -- the shell: HTTP calls ---------------------------------------------------------------------------
 
 
-class ProvisionError(RuntimeError):
+class ProvisionError(CallstreamError):
     pass
 
 
