@@ -27,7 +27,7 @@ COMMANDS = [
     ("callstream.streams.cli", "replay_command", "replay"),
     ("callstream.sinks.cli", "sink_command", "sink"),
 ]
-GROUPS = [("callstream.infra.cli", "local_app", "local")]
+GROUPS = [("callstream.infra.cli", "local_app", "local"), ("callstream.alerts.cli", "alert_app", "alert")]
 BENCHMARKS = [
     ("bench.producer", "command", "producer"),
     ("bench.stream", "command", "stream"),
