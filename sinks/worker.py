@@ -91,6 +91,7 @@ class SinkWorker:
             kafka.topic(sink.enriched_topic): self.documents.enriched,
             kafka.topic(sink.aggregates_topic): self.documents.aggregate,
             kafka.topic(sink.deadletter_topic): self.documents.deadletter,
+            kafka.topic(sink.alert_events_topic): self.documents.alert_event,
         }
         self._ledger = OffsetLedger()
         self._builder = BatchBuilder(sink.batch_max_docs, sink.batch_max_bytes, sink.flush_interval_ms / 1000)
