@@ -31,7 +31,7 @@ class WebhookReceiver:
     port: int = 0
     requests: list[Received] = field(default_factory=list)
     fail_next: int = 0  # answer this many requests with `fail_status` before accepting
-    fail_status: int = 503
+    fail_status: int = 503  # the failure's body names the path, as some servers do
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
     _arrived: threading.Condition = field(default_factory=threading.Condition)
@@ -48,10 +48,11 @@ class WebhookReceiver:
                 except orjson.JSONDecodeError:
                     body = raw.decode("utf-8", "replace")
                 status = receiver._accept(Received(time.time(), self.path, dict(self.headers), body))
+                answer = b"ok" if status == 200 else f"no such hook: {self.path}".encode()
                 self.send_response(status)
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(answer)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -111,3 +112,38 @@ class WebhookReceiver:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+@dataclass
+class SmtpReceiver:
+    """A real SMTP server on loopback (aiosmtpd, a development dependency) that keeps every message."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    messages: list[Any] = field(default_factory=list)
+    _controller: Any = None
+
+    def start(self) -> SmtpReceiver:
+        from email import message_from_bytes, policy
+
+        from aiosmtpd.controller import Controller
+
+        from callstream.infra.local_servers import free_port
+
+        receiver = self
+
+        class Handler:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                message = message_from_bytes(envelope.original_content, policy=policy.default)
+                receiver.messages.append((time.time(), list(envelope.rcpt_tos), message))
+                return "250 Message accepted for delivery"
+
+        self.port = self.port or free_port(self.host)
+        self._controller = Controller(Handler(), hostname=self.host, port=self.port)
+        self._controller.start()
+        return self
+
+    def close(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -95,7 +96,20 @@ class AlertSettings(BaseSettings):
         return self.slack_webhook_urls.get(channel) or self.slack_webhook_url
 
     def secrets(self) -> frozenset[str]:
-        """Every secret value, for scrubbing error texts before they are logged or dead-lettered."""
+        """Every secret value, for scrubbing error texts before they are logged or dead-lettered.
+        A URL counts whole and by its path and query too (a receiver may echo the path it refuses:
+        an incoming-webhook path is the token)."""
         values = [self.webhook_url, self.webhook_authorization, self.slack_webhook_url, self.smtp_password]
         values += list(self.slack_webhook_urls.values())
-        return frozenset(v.get_secret_value() for v in values if v is not None and v.get_secret_value())
+        found: set[str] = set()
+        for value in values:
+            text = value.get_secret_value() if value is not None else ""
+            if not text:
+                continue
+            found.add(text)
+            parts = urlsplit(text)
+            if parts.scheme in ("http", "https"):
+                found.update(
+                    p for p in (parts.path, parts.query, parts.username, parts.password) if p and len(p) > 3
+                )
+        return frozenset(found)

@@ -141,6 +141,7 @@ def parse_budgets(document: Any, source: str = "budgets file") -> BudgetFile:
 
 def _describe(error: Any, document: dict[str, Any]) -> str:
     location = list(error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
     where = ".".join(str(part) for part in location) or "(file)"
     if len(location) >= 2 and location[0] == "budgets" and isinstance(location[1], int):
         items = document.get("budgets") or []
@@ -148,8 +149,8 @@ def _describe(error: Any, document: dict[str, Any]) -> str:
         name = item.get("name") if isinstance(item, dict) else None
         field = ".".join(str(part) for part in location[2:]) or "(budget)"
         label = f"budget {name!r}" if name else f"budget #{location[1] + 1}"
-        return f"{label} field {field}: {error['msg']}"
-    return f"field {where}: {error['msg']}"
+        return f"{label} field {field}: {message}"
+    return f"field {where}: {message}"
 
 
 def load_budgets(path: Path | str | None = None) -> BudgetFile:
