@@ -432,6 +432,9 @@ class AlertWorker:
                 series = self.alert_series[alert_id]
                 self.states[_key(series.dimension, series.key, alert_id)] = self.alerts[alert_id].to_bytes()
             await self.app.producer.flush()
+            receivers = [(target, len(batch)) for target, batch, _, sent in results if target != RECORD]
+            if receivers:  # outcomes are in the changelog now: a restart resumes from here
+                log.info("deliveries recorded", targets=[f"{describe_target(t)}:{n}" for t, n in receivers])
         finally:
             self.quiet.set()
 

@@ -1,0 +1,252 @@
+"""The alert worker end to end on the local servers, with real receivers on loopback: live traffic
+through the stream worker, an injected error burst on one model, notifications to a webhook,
+Slack (an HTTP server) and e-mail (an SMTP server), the record in Elasticsearch through the sink,
+a SIGKILL mid-incident, and the pipeline-health rules (dead letters, a stalled sink worker).
+
+Ground truth is the traffic itself: which model the test made fail, and when.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from callstream.alerts.receiver import SmtpReceiver, WebhookReceiver
+from callstream.infra.local_servers import LocalServers
+from callstream.producers import synthetic
+from callstream.producers.loadgen import publish
+from callstream.settings import ElasticsearchSettings
+from tests.alerting import LiveTraffic, alert_env, log_lines, wait_for_log, webhook_events, write_rules
+from tests.conftest import ServersControl
+from tests.pipeline import Pipeline, new_pipeline, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ERROR_RULE = {
+    "name": "error-rate",
+    "type": "threshold",
+    "metric": "error_rate",
+    "op": ">",
+    "threshold": 0.05,
+    "window_minutes": 2,  # the default rule's 5 minutes, shortened so the test resolves sooner
+    "min_requests": 20,
+    "group_by": "model",
+    "severity": "critical",
+}
+
+
+@pytest.fixture
+def http() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver().start()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture
+def pipeline(servers: LocalServers, tmp_path: Path) -> Iterator[Pipeline]:
+    p = new_pipeline(servers, tmp_path)
+    yield p
+    p.stop_all()
+
+
+def start_alert(pipeline: Pipeline, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    process = pipeline.start("alert", name="alert", **env)
+    wait_for_log(pipeline, process, "alert state loaded", timeout_s=120)
+    return process
+
+
+def burst(traffic: LiveTraffic, model: str, seconds: float, share: float = 0.5) -> None:
+    traffic.error_share[model] = share
+    time.sleep(seconds)
+    traffic.error_share[model] = 0.0
+
+
+def test_an_error_burst_on_one_model_fires_once_for_it_and_resolves_once(
+    pipeline: Pipeline, http: WebhookReceiver, tmp_path: Path
+) -> None:
+    smtp = SmtpReceiver().start()
+    routes = {"oncall": {"webhook": True, "slack": {"channel": "#llm-oncall"}, "email": {}}}
+    rules = write_rules(tmp_path / "rules.yaml", [ERROR_RULE | {"route": "oncall"}], routes)
+    env = alert_env(pipeline, rules, http, smtp)
+    pipeline.start_stream_worker()
+    pipeline.start("sink", name="sink")
+    alert = start_alert(pipeline, env)
+    traffic = LiveTraffic(pipeline.kafka, seed=1).start()
+    try:
+        time.sleep(25)  # every model has calls in its windows, none failing
+        burst(traffic, "gemini-2.5-flash", 25)
+        assert http.wait(lambda r: ("firing", "gemini-2.5-flash") in webhook_events(r), 120), pipeline.logs()
+        assert http.wait(lambda r: ("resolved", "gemini-2.5-flash") in webhook_events(r), 300), (
+            pipeline.logs()
+        )
+        time.sleep(5)  # anything else that was coming has come
+    finally:
+        traffic.stop()
+    smtp.close()
+
+    # Ground truth: only gemini-2.5-flash ever failed.
+    assert set(traffic.errors) == {"gemini-2.5-flash"} and len(traffic.errors["gemini-2.5-flash"]) > 10
+    assert webhook_events(http) == [("firing", "gemini-2.5-flash"), ("resolved", "gemini-2.5-flash")]
+    firing, resolved = [e for r in http.accepted("/webhook") for e in r.body["events"]]
+    assert firing["event_id"].startswith("error-rate|model|gemini-2.5-flash#1.")
+    assert firing["value"] > 0.05 and firing["details"]["requests"] >= 20
+    assert resolved["fired_at"] == firing["fired_at"]
+    slack = [r.body for r in http.accepted("/slack")]
+    assert len(slack) == 2 and all(m["channel"] == "#llm-oncall" for m in slack)
+    assert "[CRITICAL] error-rate firing for model=gemini-2.5-flash" in slack[0]["text"]
+    assert "[RESOLVED] error-rate resolved for model=gemini-2.5-flash" in slack[1]["text"]
+    mails = [(to, m["Subject"]) for _, to, m in smtp.messages]
+    assert [to for to, _ in mails] == [["oncall@example.com"]] * 2
+    assert "firing for model=gemini-2.5-flash" in mails[0][1] and "RESOLVED" in mails[1][1]
+
+    # The record, through the sink: exactly these two events, under their own ids.
+    es_settings = ElasticsearchSettings(url=pipeline.servers.es_url, index_prefix=pipeline.prefix)
+    es = es_settings.client()
+
+    def recorded() -> list[str]:
+        es.indices.refresh(index=f"{pipeline.prefix}-alerts-*", allow_no_indices=True)
+        hits = es.search(index=f"{pipeline.prefix}-alerts-*", size=100, allow_no_indices=True)["hits"]["hits"]
+        return sorted(hit["_id"] for hit in hits)
+
+    wait_for(lambda: len(recorded()) >= 2, 60, describe=lambda: f"{recorded()}{pipeline.logs()}")
+    assert recorded() == sorted([firing["event_id"], resolved["event_id"]])
+    es.close()
+
+    listed = subprocess.run(
+        [sys.executable, "-m", "callstream.cli", "alert", "list", "--since", "1h"],
+        env=pipeline.env(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "open alerts (0)" in listed.stdout and "resolved" in listed.stdout
+    assert "gemini-2.5-flash" in listed.stdout
+
+    # Health and metrics of the worker.
+    port = int(env["CALLSTREAM_ALERT_METRICS_PORT"])
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+        assert response.status == 200
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    assert 'callstream_alert_deliveries_total{outcome="delivered",target="webhook"} 2.0' in metrics
+    assert 'callstream_alert_deliveries_total{outcome="delivered",target="email"} 2.0' in metrics
+    assert 'callstream_alert_events_total{kind="firing",rule="error-rate"} 1.0' in metrics
+    assert f'callstream_alert_consumer_lag_total_messages{{group="{pipeline.prefix}-stream"}}' in metrics
+    assert alert.poll() is None
+
+
+def test_sigkilled_mid_incident_the_restarted_worker_sends_no_duplicate(
+    pipeline: Pipeline, http: WebhookReceiver, tmp_path: Path
+) -> None:
+    """Killed once after a firing was delivered and recorded, and once while another firing is
+    owed to a receiver that refuses it: every event reaches the webhook exactly once."""
+    rules = write_rules(tmp_path / "rules.yaml", [ERROR_RULE])
+    # Static membership: noida-db never evicts a SIGKILLed member; the restart takes its place.
+    env = alert_env(pipeline, rules, http, CALLSTREAM_ALERT_GROUP_INSTANCE_ID=f"{pipeline.prefix}-alert-1")
+    pipeline.start_stream_worker()
+    alert = start_alert(pipeline, env)
+    traffic = LiveTraffic(pipeline.kafka, seed=2).start()
+    try:
+        time.sleep(25)
+        burst(traffic, "gemini-2.5-flash", 20)
+        assert http.wait(lambda r: ("firing", "gemini-2.5-flash") in webhook_events(r), 120), pipeline.logs()
+        wait_for_log(pipeline, alert, "deliveries recorded")
+        pipeline.stop(alert, signal.SIGKILL)
+        alert = start_alert(pipeline, env)
+
+        http.fail_next = 10**9  # the receiver is down: the next firing stays owed
+        burst(traffic, "claude-sonnet-4-5", 20)
+        wait_for(
+            lambda: any(
+                "claude-sonnet-4-5" in line["event_id"]
+                for line in log_lines(alert, "delivery failed, will retry")
+            ),
+            120,
+            describe=pipeline.logs,
+        )
+        pipeline.stop(alert, signal.SIGKILL)
+        http.fail_next = 0
+        alert = start_alert(pipeline, env)
+
+        for model in ("gemini-2.5-flash", "claude-sonnet-4-5"):
+            assert http.wait(lambda r, m=model: ("resolved", m) in webhook_events(r), 300), pipeline.logs()
+        time.sleep(5)
+    finally:
+        traffic.stop()
+
+    assert set(traffic.errors) == {"gemini-2.5-flash", "claude-sonnet-4-5"}
+    received = Counter(webhook_events(http))
+    assert received == {
+        ("firing", "gemini-2.5-flash"): 1,
+        ("resolved", "gemini-2.5-flash"): 1,
+        ("firing", "claude-sonnet-4-5"): 1,
+        ("resolved", "claude-sonnet-4-5"): 1,
+    }, webhook_events(http)
+    ids = [e["event_id"] for r in http.accepted("/webhook") for e in r.body["events"]]
+    assert len(ids) == len(set(ids)) == 4
+
+
+def test_dead_letters_and_a_stalled_sink_worker_alert(
+    pipeline: Pipeline, http: WebhookReceiver, tmp_path: Path, servers_control: ServersControl
+) -> None:
+    """Dead letters counted from the dead-letter topic's end offsets; a sink that stops committing
+    while its lag grows (Elasticsearch is down) alerts, and resolves once it catches up."""
+    rules = write_rules(
+        tmp_path / "rules.yaml",
+        [
+            {
+                "name": "dead-letters",
+                "type": "dead_letters",
+                "topics": ["stream"],
+                "threshold": 1,
+                "window_minutes": 5,
+            },
+            {"name": "stalled", "type": "consumer_stalled", "groups": ["sink"], "minutes": 0.5},
+        ],
+    )
+    env = alert_env(pipeline, rules, http)
+    pipeline.start_stream_worker()
+    pipeline.start("sink", name="sink")
+    alert = start_alert(pipeline, env)
+    port = int(env["CALLSTREAM_ALERT_METRICS_PORT"])
+
+    def sampled() -> bool:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return "callstream_alert_deadletter_topic_end_offset{" in response.read().decode()
+
+    wait_for(sampled, 60, describe=pipeline.logs)  # the worker knows where the topic ends now
+    invalid = [bad for bad, _ in synthetic.invalid_inputs()]
+    publish(pipeline.kafka, pipeline.topic("calls.raw"), invalid)
+    assert http.wait(lambda r: ("firing", "stream") in webhook_events(r), 120), pipeline.logs()
+    (dead,) = [e for r in http.accepted("/webhook") for e in r.body["events"] if e["rule"] == "dead-letters"]
+    assert dead["value"] == len(invalid)  # each invalid input is one dead letter
+
+    traffic = LiveTraffic(pipeline.kafka, seed=3).start()
+    try:
+        time.sleep(10)
+        servers_control.stop("elasticsearch")  # the sink keeps its partitions, retries, commits nothing
+        try:
+            assert http.wait(lambda r: any(e["rule"] == "stalled" for _, e in r.events()), 120), (
+                pipeline.logs()
+            )
+        finally:
+            servers_control.start("elasticsearch")
+        assert http.wait(
+            lambda r: any(e["rule"] == "stalled" and e["kind"] == "resolved" for _, e in r.events()), 180
+        ), pipeline.logs()
+    finally:
+        traffic.stop()
+    stalled = [e for _, e in http.events() if e["rule"] == "stalled"]
+    assert [e["kind"] for e in stalled] == ["firing", "resolved"]
+    assert stalled[0]["details"]["group"] == f"{pipeline.prefix}-sink"
+    assert stalled[0]["value"] > stalled[0]["threshold"]  # the lag grew over the period
+    assert alert.poll() is None
