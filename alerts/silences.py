@@ -4,7 +4,9 @@ A silence is a record on the compacted `alerts.silences` topic, keyed by its id;
 writes the same id with an end in the past. Every alert worker reads the whole topic and follows
 it (a plain consumer on a thread, outside the consumer group), so every worker knows every
 silence whatever partitions it owns, and a restarted worker knows them again before it evaluates.
-Matching is pure (`SilenceBook.matches`).
+The follower asks for the topic's end offsets every `check_interval_s` and reads only when they
+moved: a consumer left parked at the end of a topic busy-polls brokers that ignore the fetch wait
+(noida-db), for a topic that changes a few times a day. Matching is pure (`SilenceBook.matches`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 from confluent_kafka import TopicPartition
@@ -117,9 +120,10 @@ class SilenceBook:
 class SilenceFollower:
     """Reads the silences topic from its start, then follows it, on a daemon thread."""
 
-    def __init__(self, kafka: KafkaSettings, book: SilenceBook) -> None:
+    def __init__(self, kafka: KafkaSettings, book: SilenceBook, check_interval_s: float = 2.0) -> None:
         self.kafka = kafka
         self.book = book
+        self.check_interval_s = check_interval_s
         self.caught_up = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="alert-silences", daemon=True)
@@ -146,15 +150,24 @@ class SilenceFollower:
             metadata = consumer.list_topics(topic, timeout=15).topics[topic]
             if metadata.error is not None:
                 raise RuntimeError(str(metadata.error))
-            ends: dict[int, int] = {}
-            for partition in metadata.partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=15)
-                if high > low:
-                    ends[partition] = high
-            consumer.assign([TopicPartition(topic, p, 0) for p in metadata.partitions])
-            if not ends:
-                self.caught_up.set()
+            read_to = dict.fromkeys(metadata.partitions, 0)  # next offset to read, per partition
             while not self._stop.is_set():
+                for partition, start in read_to.items():
+                    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=15)
+                    if high > max(start, low):
+                        read_to[partition] = self._read(consumer, topic, partition, max(start, low), high)
+                self.caught_up.set()
+                self._stop.wait(self.check_interval_s)
+        finally:
+            consumer.close()
+
+    def _read(self, consumer: Any, topic: str, partition: int, start: int, end: int) -> int:
+        """Apply the records of `[start, end)`; returns the next offset to read."""
+        consumer.assign([TopicPartition(topic, partition, start)])
+        try:
+            position = start
+            deadline = time.monotonic() + 30
+            while position < end and time.monotonic() < deadline and not self._stop.is_set():
                 for message in consumer.consume(100, 0.5):
                     if message.error():
                         continue
@@ -164,12 +177,12 @@ class SilenceFollower:
                         log.warning(
                             "unreadable silence ignored", offset=message.offset(), error=str(exc)[:300]
                         )
-                    if message.offset() + 1 >= ends.get(message.partition(), 0):
-                        ends.pop(message.partition(), None)
-                        if not ends:
-                            self.caught_up.set()
+                    position = message.offset() + 1
+                if position < end:  # compaction may have removed the last offsets of the range
+                    position = max(position, consumer.position([TopicPartition(topic, partition)])[0].offset)
+            return position
         finally:
-            consumer.close()
+            consumer.unassign()
 
 
 def publish(kafka: KafkaSettings, silence: Silence) -> None:
