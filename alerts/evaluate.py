@@ -130,7 +130,7 @@ def format_value(metric: str, value: float | None) -> str:
     if value is None:
         return "n/a"
     if metric == "error_rate":
-        return f"{value:.1%}"
+        return f"{value:.2%}"
     if metric == "cost_usd":
         return f"${value:,.2f}"
     if metric.endswith("_ms"):
@@ -146,9 +146,9 @@ def _threshold(rule: ThresholdRule, data: SeriesData, now_ms: int) -> Observatio
         return Observation(False, value, rule.threshold, details=details | {"evaluated": False})
     firing = compare(value, rule.op, rule.threshold)
     message = (
-        f"{rule.metric} {format_value(rule.metric, value)} {rule.op} "
-        f"{format_value(rule.metric, rule.threshold)} over {rule.window_minutes} min "
-        f"({totals.requests:,} calls, {totals.errors:,} errors)"
+        f"{rule.metric} {format_value(rule.metric, value)} over {rule.window_minutes} min "
+        f"({totals.requests:,} calls, {totals.errors:,} errors); "
+        f"alert when {rule.op} {format_value(rule.metric, rule.threshold)}"
     )
     return Observation(firing, value, rule.threshold, message=message, details=details)
 
@@ -191,7 +191,7 @@ def _budget(budget: Budget, data: SeriesData, now_ms: int, zone: ZoneInfo) -> Ob
         "unpriced_requests": totals.unpriced,
     }
     message = (
-        f"spent ${spent:,.2f} of ${budget.amount_usd:,.2f} ({percent:.0f}%) "
+        f"spent ${spent:,.2f} of ${budget.amount_usd:,.2f} ({percent:.1f}%) "
         f"in {bounds.label} ({zone.key}), budget {budget.name}"
         + (f"; {totals.unpriced:,} unpriced calls not counted" if totals.unpriced else "")
     )

@@ -215,7 +215,7 @@ def _event(
     if resolved:
         lasted_s = (now_ms - state.fired_at_ms) / 1000
         message = f"{rule.name} resolved for {subject} after {_duration(lasted_s)}" + (
-            f": {observation.message}" if observation.message else ""
+            f"; now {observation.message}" if observation.message else ""
         )
     else:
         message = f"{rule.name} {kind} for {subject}: {observation.message}"
