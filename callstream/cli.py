@@ -32,6 +32,7 @@ BENCHMARKS = [
     ("bench.producer", "command", "producer"),
     ("bench.stream", "command", "stream"),
     ("bench.sink", "command", "sink"),
+    ("bench.alert", "command", "alert"),
 ]
 
 
