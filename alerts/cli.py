@@ -82,7 +82,7 @@ def alert(
 def check(ctx: typer.Context) -> None:
     """Validate the rules and budgets files (and the receivers they need) without starting anything."""
     config = _config(ctx.obj["rules"], ctx.obj["budgets"])
-    console = Console()
+    console = _console()
     table = Table(title=f"alert rules (days and months in {config.budgets.timezone})")
     for column in ("rule", "type", "severity", "notifies"):
         table.add_column(column)
@@ -115,7 +115,7 @@ def list_alerts(
     es_settings = ElasticsearchSettings()
     start = datetime.now(UTC) - _since(since)
     events = recent_events(es_settings, start)
-    console = Console(width=None if Console().is_terminal else 160)
+    console = _console()
     open_alerts = open_from(events)
     table = Table(title=f"open alerts ({len(open_alerts)})")
     for column in ("fired at", "severity", "rule", "for", "value", "threshold", "message"):
@@ -230,7 +230,12 @@ def silences(all_: bool = typer.Option(False, "--all", help="Also the silences t
                 s.created_by,
                 s.comment,
             )
-    Console().print(table)
+    _console().print(table)
+
+
+def _console() -> Console:
+    """Tables fit the terminal; in a pipe they are not cut to 80 columns."""
+    return Console() if Console().is_terminal else Console(width=200)
 
 
 def _user() -> str:

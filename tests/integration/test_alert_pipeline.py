@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from callstream.alerts.receiver import SmtpReceiver, WebhookReceiver
@@ -24,6 +25,7 @@ from callstream.infra.local_servers import LocalServers
 from callstream.producers import synthetic
 from callstream.producers.loadgen import publish
 from callstream.settings import ElasticsearchSettings
+from callstream.topic_reader import iter_to_end
 from tests.alerting import LiveTraffic, alert_env, log_lines, wait_for_log, webhook_events, write_rules
 from tests.conftest import ServersControl
 from tests.pipeline import Pipeline, new_pipeline, wait_for
@@ -250,3 +252,48 @@ def test_dead_letters_and_a_stalled_sink_worker_alert(
     assert stalled[0]["details"]["group"] == f"{pipeline.prefix}-sink"
     assert stalled[0]["value"] > stalled[0]["threshold"]  # the lag grew over the period
     assert alert.poll() is None
+
+
+def test_a_silence_set_from_the_cli_holds_a_firing_back_until_it_is_lifted(
+    pipeline: Pipeline, http: WebhookReceiver, tmp_path: Path
+) -> None:
+    rule = {"name": "any-error", "type": "threshold", "metric": "errors", "op": ">=", "threshold": 1}
+    rules = write_rules(tmp_path / "rules.yaml", [rule | {"window_minutes": 3, "group_by": "model"}])
+    env = alert_env(pipeline, rules, http)
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "callstream.cli", "alert", *args],
+            env=pipeline.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    silence_id = cli(
+        "silence", "any-error", "--key", "gpt-4.1", "--for", "1h", "--comment", "deploy"
+    ).split()[1]
+    assert silence_id.rstrip(":").startswith("s-")
+    silence_id = silence_id.rstrip(":")
+    assert silence_id in cli("silences")
+    pipeline.start_stream_worker()
+    start_alert(pipeline, env)
+    traffic = LiveTraffic(pipeline.kafka, seed=4).start()
+    try:
+        time.sleep(10)
+        traffic.error_share.update({"gpt-4.1": 0.5, "claude-sonnet-4-5": 0.5})
+        assert http.wait(lambda r: ("firing", "claude-sonnet-4-5") in webhook_events(r), 120), pipeline.logs()
+        time.sleep(5)
+        assert ("firing", "gpt-4.1") not in webhook_events(http)  # silenced: recorded, not sent
+        cli("unsilence", silence_id)
+        assert http.wait(lambda r: ("firing", "gpt-4.1") in webhook_events(r), 60), pipeline.logs()
+    finally:
+        traffic.stop()
+    assert set(traffic.errors) == {"gpt-4.1", "claude-sonnet-4-5"}
+    assert Counter(webhook_events(http)) == {("firing", "claude-sonnet-4-5"): 1, ("firing", "gpt-4.1"): 1}
+    records = [orjson.loads(m.value()) for m in iter_to_end(pipeline.kafka, pipeline.topic("alerts.events"))]
+    gpt = [r for r in records if r["key"] == "gpt-4.1"]
+    assert gpt[0]["silenced"] and not gpt[0]["notified"]  # the record says it was held back
+    assert gpt[-1]["event_id"] == gpt[0]["event_id"] and gpt[-1]["notified"]  # then sent, same id
