@@ -19,9 +19,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from callstream.alerts.receiver import SmtpReceiver, WebhookReceiver
-from callstream.infra.local_servers import LocalServers
+from callstream.infra.local_servers import LocalServers, free_port
 from callstream.producers import synthetic
 from callstream.producers.loadgen import publish
 from callstream.settings import ElasticsearchSettings
@@ -297,3 +298,73 @@ def test_a_silence_set_from_the_cli_holds_a_firing_back_until_it_is_lifted(
     gpt = [r for r in records if r["key"] == "gpt-4.1"]
     assert gpt[0]["silenced"] and not gpt[0]["notified"]  # the record says it was held back
     assert gpt[-1]["event_id"] == gpt[0]["event_id"] and gpt[-1]["notified"]  # then sent, same id
+
+
+def test_two_workers_share_the_series_and_an_incident_still_fires_once(
+    pipeline: Pipeline, http: WebhookReceiver, tmp_path: Path
+) -> None:
+    rules = write_rules(tmp_path / "rules.yaml", [ERROR_RULE])
+    env = alert_env(pipeline, rules, http)
+    pipeline.start_stream_worker()
+    first = start_alert(pipeline, env)
+    second = start_alert(
+        pipeline,
+        env
+        | {"CALLSTREAM_ALERT_METRICS_PORT": str(free_port()), "CALLSTREAM_ALERT_WEB_PORT": str(free_port())},
+    )
+    admin = AdminClient(pipeline.kafka.confluent_config())
+    series_topic = pipeline.topic("alerts.series")
+
+    def split() -> list[int]:
+        group = admin.describe_consumer_groups([env["CALLSTREAM_ALERT_APP_ID"]])[
+            env["CALLSTREAM_ALERT_APP_ID"]
+        ].result()
+        return sorted(
+            sum(1 for tp in member.assignment.topic_partitions if tp.topic == series_topic)
+            for member in group.members
+        )
+
+    wait_for(lambda: split() == [3, 3], 120, describe=lambda: f"{split()}{pipeline.logs()}")
+    traffic = LiveTraffic(pipeline.kafka, seed=5).start()
+    try:
+        time.sleep(20)
+        burst(traffic, "claude-sonnet-4-5", 20)
+        assert http.wait(lambda r: ("resolved", "claude-sonnet-4-5") in webhook_events(r), 300), (
+            pipeline.logs()
+        )
+        time.sleep(5)
+    finally:
+        traffic.stop()
+    assert set(traffic.errors) == {"claude-sonnet-4-5"}
+    assert webhook_events(http) == [("firing", "claude-sonnet-4-5"), ("resolved", "claude-sonnet-4-5")]
+    assert first.poll() is None and second.poll() is None
+
+
+def test_a_notification_refused_for_good_is_dead_lettered_and_recorded_undelivered(
+    pipeline: Pipeline, http: WebhookReceiver, tmp_path: Path
+) -> None:
+    rule = {"name": "any-error", "type": "threshold", "metric": "errors", "op": ">=", "threshold": 1}
+    rules = write_rules(tmp_path / "rules.yaml", [rule | {"window_minutes": 3, "group_by": "model"}])
+    token = "T0AAA/B0BBB/secret-token-xyz"
+    env = alert_env(pipeline, rules, http, CALLSTREAM_ALERT_WEBHOOK_URL=f"{http.url}/services/{token}")
+    http.fail_next, http.fail_status = 10**9, 404  # e.g. a deleted webhook; the body echoes the path
+    pipeline.start_stream_worker()
+    alert = start_alert(pipeline, env)
+    traffic = LiveTraffic(pipeline.kafka, seed=6).start()
+    try:
+        time.sleep(5)
+        traffic.error_share["gemini-2.5-flash"] = 1.0
+        wait_for(lambda: log_lines(alert, "notification dead-lettered"), 120, describe=pipeline.logs)
+    finally:
+        traffic.stop()
+    letters = [
+        orjson.loads(m.value()) for m in iter_to_end(pipeline.kafka, pipeline.topic("alerts.deadletter"))
+    ]
+    (letter,) = letters
+    assert letter["stage"] == "alert.deliver"
+    assert letter["reason"].startswith("webhook: gave up after 1 attempt(s): HTTP 404")
+    assert "secret-token-xyz" not in orjson.dumps(letters).decode()
+    assert "secret-token-xyz" not in alert.log_path.read_text()  # type: ignore[attr-defined]
+    assert '"key":"gemini-2.5-flash"' in letter["original"]
+    records = [orjson.loads(m.value()) for m in iter_to_end(pipeline.kafka, pipeline.topic("alerts.events"))]
+    assert records[-1]["key"] == "gemini-2.5-flash" and records[-1]["undelivered"] == ["webhook"]
