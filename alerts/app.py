@@ -396,7 +396,11 @@ class AlertWorker:
                     await asyncio.wait_for(self.wake.wait(), 0.5)
                 self.wake.clear()
                 if self.ready and self.loaded:
-                    await self.deliver_due()
+                    try:
+                        await self.deliver_due()
+                    except Exception as exc:  # what is owed stays owed: the next round tries again
+                        log.error("delivery round failed", error=f"{type(exc).__name__}: {exc}"[:500])
+                        await asyncio.sleep(1.0)
         finally:
             await self.sender.close()
 
