@@ -30,11 +30,13 @@ COMMANDS = [
 GROUPS = [
     ("callstream.infra.cli", "local_app", "local"),
     ("callstream.reports.cli", "report_app", "report"),
+    ("callstream.alerts.cli", "alert_app", "alert"),
 ]
 BENCHMARKS = [
     ("bench.producer", "command", "producer"),
     ("bench.stream", "command", "stream"),
     ("bench.sink", "command", "sink"),
+    ("bench.alert", "command", "alert"),
 ]
 
 

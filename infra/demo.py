@@ -1,8 +1,10 @@
 """`callstream demo`: the main job end to end on embedded local servers.
 
-Local Kafka + Elasticsearch up, topics and templates, a stream worker and a sink worker as
-separate processes, synthetic traffic through the load generator, then a per-model table read
-back from Elasticsearch. Everything it starts, it stops (the servers too, unless asked to keep them).
+Local Kafka + Elasticsearch up, topics and templates, a stream worker, a sink worker and an alert
+worker (default rules, notifying a webhook receiver on loopback in this process) as separate
+processes, synthetic traffic through the load generator plus a short incident (a burst of failed
+calls to one model), then a per-model table read back from Elasticsearch and the alerts the
+webhook received. Everything it starts, it stops (the servers too, unless asked to keep them).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import subprocess
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +22,18 @@ from rich.console import Console
 from rich.table import Table
 
 from callstream import topics
+from callstream.alerts.receiver import WebhookReceiver
 from callstream.infra import local_servers
 from callstream.infra.processes import start_worker, stop_process
 from callstream.infra.setup import setup
 from callstream.producers import synthetic
+from callstream.producers.contract import RawCallEvent
 from callstream.producers.loadgen import publish
 from callstream.progress import progress as progress_display
 from callstream.settings import ElasticsearchSettings, KafkaSettings
 
 DEMO_DATA_DIR = Path(".callstream/demo")
+INCIDENT_MODEL, INCIDENT_CALLS = "gemini-2.5-flash", 600
 
 
 @dataclass
@@ -51,6 +57,7 @@ class DemoReport:
     deadletter_docs: int
     models: dict[str, ModelRow]
     html_report: Path | None = None
+    alerts: list[dict[str, Any]] = field(default_factory=list)  # events the webhook received
 
 
 def _count(es: Any, index: str) -> int:
@@ -96,6 +103,7 @@ def run_demo(
     started = time.monotonic()
     srv = local_servers.up(data_dir, local_servers.free_port(), local_servers.free_port(), fresh=True)
     workers: list[subprocess.Popen[bytes]] = []
+    receiver = WebhookReceiver().start()
     try:
         kafka = KafkaSettings(bootstrap_servers=srv.bootstrap_servers)
         es_settings = ElasticsearchSettings(url=srv.es_url)
@@ -109,7 +117,15 @@ def run_demo(
             )
         )
         workers.append(start_worker(["sink"], env, log_dir / "sink.log"))
-        console.print(f"[bold]workers[/] stream and sink started; logs in {log_dir}")
+        alert_env = env | {
+            "CALLSTREAM_ALERT_WEBHOOK_URL": f"{receiver.url}/webhook",
+            "CALLSTREAM_ALERT_DATA_DIR": str(srv.data_dir / "alert"),
+            "CALLSTREAM_ALERT_METRICS_PORT": "0",
+            "CALLSTREAM_ALERT_WEB_PORT": str(local_servers.free_port()),
+        }
+        workers.append(start_worker(["alert"], alert_env, log_dir / "alert.log"))
+        _wait_for_text(log_dir / "alert.log", "alert state loaded", workers[-1], timeout_s)
+        console.print(f"[bold]workers[/] stream, sink and alert started; logs in {log_dir}")
 
         invalid = [bad for bad, _ in synthetic.invalid_inputs()]
         with progress_display(console=console) as progress:
@@ -121,6 +137,7 @@ def run_demo(
                 on_progress=lambda n: progress.advance(produced, n),
             )
             publish(kafka, kafka.topic(topics.RAW), invalid)
+            publish(kafka, kafka.topic(topics.RAW), _incident(INCIDENT_MODEL, INCIDENT_CALLS))
             if report.failed_messages:
                 raise RuntimeError(
                     f"{report.failed_messages} messages were not delivered: {report.errors[:3]}"
@@ -140,6 +157,10 @@ def run_demo(
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"only {done}/{events} documents after {timeout_s}s; see {log_dir}")
                 time.sleep(0.5)
+        console.print(
+            f"waiting for the alert on the incident ({INCIDENT_CALLS} failed calls to {INCIDENT_MODEL})"
+        )
+        receiver.wait(lambda r: any(e["key"] == INCIDENT_MODEL for _, e in r.events()), 120)
         prefix = es_settings.index_prefix
         result = DemoReport(
             events=events,
@@ -149,6 +170,7 @@ def run_demo(
             aggregate_docs=_count(es, f"{prefix}-aggregates-*"),
             deadletter_docs=_count(es, f"{prefix}-deadletter-*"),
             models=rows,
+            alerts=[event for _, event in receiver.events()],
         )
         es.close()
         result.html_report = write_report_html(es_settings, srv.data_dir / "report.html", console)
@@ -156,6 +178,7 @@ def run_demo(
     finally:
         for worker in workers:
             stop_process(worker)
+        receiver.close()
         if keep_servers:
             console.print("[bold]servers kept running[/]; point callstream at them with:")
             for key, value in srv.env().items():
@@ -164,6 +187,32 @@ def run_demo(
         else:
             local_servers.down(srv.data_dir)
             console.print("local servers stopped")
+
+
+def _incident(model: str, count: int) -> list[RawCallEvent]:
+    """A burst of failed calls to one model, now: the error-rate rule's 5% is crossed at once."""
+    now = datetime.now(UTC)
+    return [
+        RawCallEvent(
+            event_id=f"incident-{now.timestamp():.0f}-{i}",
+            event_time=now,
+            request_model=model,
+            duration_ms=30_000.0,
+            status_code=None,
+            error_type="timeout",
+            error_message="Request timed out",
+            service_name="support-bot",
+        )
+        for i in range(count)
+    ]
+
+
+def _wait_for_text(path: Path, text: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in path.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{path.name} never said '{text}' (rc={process.poll()}); see {path}")
+        time.sleep(0.2)
 
 
 def render(report: DemoReport, console: Console) -> None:
@@ -197,6 +246,14 @@ def render(report: DemoReport, console: Console) -> None:
         f"{report.call_docs:,} calls, {report.aggregate_docs:,} window aggregates, "
         f"{report.deadletter_docs} dead letters"
     )
+    alerts = Table(
+        title="alerts received by the webhook (default rules; callstream alert list shows them too)"
+    )
+    for column in ("received", "severity", "alert"):
+        alerts.add_column(column)
+    for event in report.alerts:
+        alerts.add_row(event["kind"], event["severity"], event["message"])
+    console.print(alerts if report.alerts else "[bold red]no alert received[/] (see the alert log)")
     if report.html_report:
         console.print(f"HTML report (charts, open in a browser): {report.html_report.resolve()}")
 

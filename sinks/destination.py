@@ -19,7 +19,7 @@ from callstream.sinks.batching import Batch
 from callstream.sinks.documents import Decoded, Origin
 
 # What a topic carries, as the destination needs to know it.
-Kind = Literal["enriched", "aggregate", "deadletter"]
+Kind = Literal["enriched", "aggregate", "deadletter", "alert_event"]
 
 
 @dataclass(slots=True)

@@ -9,7 +9,9 @@ order of arrival, so a re-delivered message overwrites its own documents instead
 - stream dead letter: `{prefix}-deadletter-YYYY.MM.DD` by detection time, `_id` from the source
   coordinates it names (or, without them, from its own Kafka coordinates);
 - sink dead letter (a document Elasticsearch refused, or an input that is not a document):
-  `{prefix}-sink-deadletter-YYYY.MM.DD` by Kafka message timestamp, `_id` from its Kafka coordinates.
+  `{prefix}-sink-deadletter-YYYY.MM.DD` by Kafka message timestamp, `_id` from its Kafka coordinates;
+- alert event (callstream.alerts.contract.AlertEvent): `{prefix}-alerts-YYYY.MM` by the event's
+  `at`, `_id` = event_id (a re-sent event overwrites itself).
 
 The sink checks only what it needs to place a document (id, time, version); the index mappings
 (`dynamic: strict`) check the rest, and what they refuse is dead-lettered item by item.
@@ -117,6 +119,10 @@ def deadletter_index(prefix: str, day: datetime) -> str:
 
 def sink_deadletter_index(prefix: str, day: datetime) -> str:
     return f"{prefix}-sink-deadletter-{day.year:04d}.{day.month:02d}.{day.day:02d}"
+
+
+def alerts_index(prefix: str, at: datetime) -> str:
+    return f"{prefix}-alerts-{at.year:04d}.{at.month:02d}"
 
 
 def parse_utc(value: Any) -> datetime:
@@ -244,6 +250,24 @@ class Documents:
         return Doc(
             deadletter_index(self.prefix, detected_at), _check_id(doc_id, "_id"), orjson.dumps(letter), origin
         )
+
+    # -- alert events: one AlertEvent object per message
+
+    def alert_event(self, value: bytes | None, origin: Origin) -> Decoded:
+        loaded, failure = _load(value, origin)
+        if failure:
+            return Decoded([], [failure])
+        try:
+            if not isinstance(loaded, dict):
+                raise ValueError(f"expected an object, got {type(loaded).__name__}")
+            event_id = _check_id(loaded.get("event_id"), "event_id")
+            try:
+                at = parse_utc(loaded.get("at"))
+            except ValueError as exc:
+                raise ValueError(f"at: {exc}") from None
+        except (ValueError, TypeError, OverflowError) as exc:
+            return Decoded([], [Failure(f"invalid alert event: {exc}", INVALID_INPUT, loaded, origin)])
+        return Decoded([Doc(alerts_index(self.prefix, at), event_id, orjson.dumps(loaded), origin)], [])
 
     # -- the sink's own dead letters: one record, on the topic and in the index
 

@@ -32,6 +32,7 @@ class ElasticsearchDestination:
             "enriched": self.documents.enriched,
             "aggregate": self.documents.aggregate,
             "deadletter": self.documents.deadletter,
+            "alert_event": self.documents.alert_event,
         }
 
     def decode(self, kind: Kind, value: bytes | None, origin: Origin) -> Decoded:

@@ -158,6 +158,16 @@ SINK_DEADLETTER_PROPERTIES: dict[str, Any] = DEADLETTER_PROPERTIES | {
 }
 
 ALERTS_PROPERTIES: dict[str, Any] = {
+    "event_id": KEYWORD,
+    "kind": KEYWORD,
+    "at": DATE,
+    "episode": INTEGER,
+    "level": DOUBLE,
+    "rule_type": KEYWORD,
+    "budget": KEYWORD,
+    "silenced": BOOLEAN,
+    "notified": BOOLEAN,
+    "undelivered": KEYWORD,
     "alert_id": KEYWORD,
     "rule": KEYWORD,
     "severity": KEYWORD,

@@ -31,6 +31,7 @@ class SinkSettings(BaseSettings):
     aggregates_topic: str = topics.AGGREGATES
     deadletter_topic: str = topics.DEADLETTER
     sink_deadletter_topic: str = topics.SINK_DEADLETTER
+    alert_events_topic: str = topics.ALERT_EVENTS
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
 
     batch_max_docs: int = Field(default=2000, ge=1)

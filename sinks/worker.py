@@ -91,6 +91,7 @@ class SinkWorker:
             kafka.topic(sink.enriched_topic): "enriched",
             kafka.topic(sink.aggregates_topic): "aggregate",
             kafka.topic(sink.deadletter_topic): "deadletter",
+            kafka.topic(sink.alert_events_topic): "alert_event",
         }
         self._ledger = OffsetLedger()
         self._builder = BatchBuilder(sink.batch_max_docs, sink.batch_max_bytes, sink.flush_interval_ms / 1000)

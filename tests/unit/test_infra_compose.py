@@ -26,8 +26,10 @@ SETTINGS_MODULES = [
     "callstream.streams.settings",
     "callstream.sinks.settings",
     "callstream.infra.kibana.provision",
+    "callstream.alerts.settings",
+    "callstream.budgets",
 ]
-CALLSTREAM_SERVICES = {"setup", "stream", "sink", "loadgen", "kibana-setup"}
+CALLSTREAM_SERVICES = {"setup", "stream", "sink", "alert", "loadgen", "kibana-setup"}
 ONE_SHOTS = {"es-init", "setup", "kibana-setup", "loadgen"}
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)(?::?-([^}]*))?\}")
