@@ -1,7 +1,6 @@
 """Pipeline health, visible: counters, gauges and histograms for one worker, served over HTTP.
 
-One small API for every worker (the alert worker uses it; the stream, sink and ingest workers
-can adopt it the same way):
+One small API for every worker (stream, sink, alert, ingest):
 
     metrics = Metrics("alert")                                   # names: callstream_alert_<name>
     sent = metrics.counter("notifications_total", "Notifications delivered", ["route", "kind"])
@@ -12,6 +11,10 @@ can adopt it the same way):
     metrics.set_healthy(True)                                    # GET /healthz: 200 "ok"
     metrics.set_healthy(False, "kafka unreachable")              # GET /healthz: 503 + reason
     metrics.set_healthy(True, ttl_s=30)                          # healthy only if renewed within 30 s
+    metrics.expose(lambda: asdict(counts), "Stream counts")      # counts a worker already keeps
+
+`expose` is how a worker's own counts (the dataclass it logs and tests read) become Prometheus
+counters without a second set of counters on the hot path: they are read at scrape time.
 
 `GET /metrics` is the Prometheus text format of this object's registry (each Metrics has its own,
 so two in one process, e.g. in tests, never collide). A worker starts unhealthy ("starting") until
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -30,9 +33,15 @@ from callstream.errors import MissingExtraError
 
 try:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
     from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-except ImportError as exc:
-    raise MissingExtraError("alert", "prometheus-client") from exc
+    from prometheus_client.registry import Collector
+except ImportError as exc:  # a base dependency; only a broken install lacks it
+    raise MissingExtraError("all", "prometheus-client") from exc
+
+from callstream import logs
+
+log = logs.get(__name__)
 
 __all__ = ["Metrics"]
 
@@ -64,6 +73,13 @@ class Metrics:
         self, name: str, help: str, labels: Sequence[str] = (), buckets: Sequence[float] = DEFAULT_BUCKETS_S
     ) -> Histogram:
         return Histogram(self._name(name), help, list(labels), registry=self.registry, buckets=tuple(buckets))
+
+    def expose(
+        self, read: Callable[[], Mapping[str, float]], help: str, gauges: Collection[str] = ()
+    ) -> None:
+        """Export counts the worker keeps anyway, read at each scrape: every key becomes
+        `callstream_<component>_<key>_total` (a counter), or a gauge when listed in `gauges`."""
+        self.registry.register(_Exposed(self._name, read, help, frozenset(gauges)))
 
     # -- health
 
@@ -120,8 +136,41 @@ class Metrics:
         self._server = server
         return int(server.server_address[1])
 
+    def serve_or_warn(self, host: str, port: int | None) -> int | None:
+        """`serve`, but a port already in use (two workers on one host) costs the metrics, not
+        the worker: logged, and None returned. `port=None` turns the endpoint off."""
+        if port is None:
+            return None
+        try:
+            bound = self.serve(host, port)
+        except OSError as exc:
+            log.warning("metrics endpoint not served", component=self.component, port=port, error=str(exc))
+            return None
+        log.info("metrics and health served", component=self.component, url=f"http://{host}:{bound}/metrics")
+        return bound
+
     def close(self) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+class _Exposed(Collector):
+    def __init__(
+        self,
+        name: Callable[[str], str],
+        read: Callable[[], Mapping[str, float]],
+        help: str,
+        gauges: frozenset[str],
+    ) -> None:
+        self._name, self._read, self._help, self._gauges = name, read, help, gauges
+
+    def collect(self) -> Iterator[Metric]:
+        for key, value in self._read().items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            if key in self._gauges:
+                yield GaugeMetricFamily(self._name(key), self._help, value=value)
+            else:
+                yield CounterMetricFamily(self._name(key), self._help, value=value)

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from callstream import logs, topics
+from callstream.metrics import Metrics
 from callstream.producers import synthetic
 from callstream.producers.loadgen import publish
 from callstream.progress import progress
@@ -109,11 +110,18 @@ def ingest(
         follow=follow,
         batch_max_events=batch_max_events,
     )
-    with progress(unit="bytes") as bar:
-        task = bar.add_task("ingest", total=None if follow else ingestor.bytes_remaining())
-        stats = ingestor.run(
-            stop, on_progress=lambda n: bar.advance(task, n), finish_timeout_s=finish_timeout_s
-        )
+    metrics = Metrics("ingest")
+    metrics.expose(lambda: vars(ingestor.stats), "Ingest counts since start", gauges=["unacknowledged"])
+    metrics.serve_or_warn(ingestor.settings.metrics_host, ingestor.settings.metrics_port)
+    metrics.set_healthy(True)  # a quiet followed file is no sign of trouble: no renewal needed
+    try:
+        with progress(unit="bytes") as bar:
+            task = bar.add_task("ingest", total=None if follow else ingestor.bytes_remaining())
+            stats = ingestor.run(
+                stop, on_progress=lambda n: bar.advance(task, n), finish_timeout_s=finish_timeout_s
+            )
+    finally:
+        metrics.close()
     log.info("ingest done", checkpoint=str(ingestor.checkpoint_path), **vars(stats))
     if stats.unacknowledged:
         raise typer.Exit(1)

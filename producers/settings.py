@@ -26,6 +26,10 @@ class ProducerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CALLSTREAM_PRODUCER_", extra="ignore")
 
+    # `callstream ingest`'s /metrics (Prometheus) and /healthz; a port in use costs the endpoint only.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=9463, ge=0, le=65535, description="0: any free port; unset: off")
+
     # Caller side: a bounded in-memory queue; when it is full, events go to the spool instead.
     queue_max_events: int = Field(default=50_000, ge=1)
     # Background thread: how long it waits to fill a batch (a JSON array = one Kafka message).

@@ -59,8 +59,12 @@ def run_sink(
 ) -> SinkStats:
     """Run the sink in this process (settings from the environment unless given); returns its counts."""
     worker = elasticsearch_sink(kafka, es, sink)
-    with stop_on_signals(worker):
-        return worker.run(stop_when_idle_s=stop_when_idle_s, stop_after_docs=stop_after_docs)
+    worker.metrics.serve_or_warn(worker.sink.metrics_host, worker.sink.metrics_port)
+    try:
+        with stop_on_signals(worker):
+            return worker.run(stop_when_idle_s=stop_when_idle_s, stop_after_docs=stop_after_docs)
+    finally:
+        worker.metrics.close()
 
 
 def sink_command(

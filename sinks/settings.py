@@ -56,6 +56,9 @@ class SinkSettings(BaseSettings):
         default=30.0, ge=0, description="How long a stop waits for retrying bulks"
     )
     stats_interval_s: float = Field(default=10.0, gt=0)
+    # /metrics (Prometheus) and /healthz; a port in use costs the endpoint, not the worker.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=9462, ge=0, le=65535, description="0: any free port; unset: off")
 
     # Index templates and retention (ILM, where the server has it).
     index_shards: int = Field(default=1, ge=1)

@@ -21,6 +21,7 @@ from typing import Any
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaException, Producer, TopicPartition
 
 from callstream import logs
+from callstream.metrics import Metrics
 from callstream.settings import KafkaSettings
 from callstream.sinks.accounting import OffsetLedger
 from callstream.sinks.batching import Batch, BatchBuilder
@@ -96,6 +97,13 @@ class SinkWorker:
         self._ledger = OffsetLedger()
         self._builder = BatchBuilder(sink.batch_max_docs, sink.batch_max_bytes, sink.flush_interval_ms / 1000)
         self._in_flight: dict[Future[BatchResult], Batch] = {}
+        self._submitted_at: dict[Future[BatchResult], float] = {}
+        self.metrics = Metrics("sink")
+        self.metrics.expose(lambda: self.stats.as_dict(), "Sink worker counts since start")
+        self._write_seconds = self.metrics.histogram("batch_write_seconds", "Time to write one batch")
+        self._lag = self.metrics.gauge(
+            "input_lag_messages", "Input messages not read yet", ["topic", "partition"]
+        )
         self._pending_bytes = 0
         self._avg_message_bytes = 0.0
         self._failing_seen = False
@@ -253,7 +261,9 @@ class SinkWorker:
 
     def _submit(self, batch: Batch) -> None:
         assert self._pool is not None and self._destination is not None
-        self._in_flight[self._pool.submit(self._destination.write, batch)] = batch
+        future = self._pool.submit(self._destination.write, batch)
+        self._in_flight[future] = batch
+        self._submitted_at[future] = time.monotonic()
 
     def _reap(self) -> None:
         """Account for finished batches, then commit what they completed (or what an earlier, failed
@@ -262,6 +272,7 @@ class SinkWorker:
         now = time.monotonic()
         for future in finished:
             batch = self._in_flight.pop(future)
+            self._write_seconds.observe(now - self._submitted_at.pop(future, now))
             self._pending_bytes -= batch.nbytes
             if future.cancelled():
                 continue
@@ -353,7 +364,27 @@ class SinkWorker:
             destination_failing=self._destination.failing,
             **self.stats.as_dict(),
         )
+        self._observe_lag()
+        if self._destination.failing:
+            self.metrics.set_healthy(False, "destination failing: consumption paused")
+        else:
+            self.metrics.set_healthy(True, ttl_s=max(60.0, 3 * self.sink.stats_interval_s))
         return now, self.stats.done
+
+    def _observe_lag(self) -> None:
+        """Lag per assigned partition: its end minus this consumer's position."""
+        self._lag.clear()
+        try:
+            assignment = self._consumer.assignment()
+            positions = self._consumer.position(assignment) if assignment else []
+        except KafkaException:
+            return
+        for tp in positions:
+            if tp.offset < 0:
+                continue  # nothing consumed from it yet
+            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0:
+                self._lag.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, high - tp.offset))
 
     # -- rebalances (called by the consumer, on this thread, inside consume())
 

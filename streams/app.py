@@ -32,6 +32,7 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from callstream import logs, topics
 from callstream.errors import MissingExtraError
+from callstream.metrics import Metrics
 
 try:
     import faust
@@ -132,6 +133,23 @@ class StreamPipeline:
         self.last_input: dict[faust.types.TP, float] = {}  # when each input partition last delivered
         self.group_starts: dict[faust.types.TP, int] = {}  # for partitions with nothing recorded
         self.assigned_at = time.monotonic()
+        self.metrics = Metrics("stream")
+        self.metrics.expose(lambda: asdict(self.counters), "Stream worker counts since start")
+        self.lag = self.metrics.gauge(
+            "input_lag_messages", "Input messages not processed yet", ["topic", "partition"]
+        )
+
+    async def observe_lag(self) -> None:
+        """Lag per input partition: its end minus the next offset this worker would process."""
+        consumer = self.app.consumer
+        inputs = [tp for tp in consumer.assignment() if tp.topic in (self.source_name, self.partials_name)]
+        ends = await consumer.highwaters(*inputs) if inputs else {}
+        self.lag.clear()
+        for tp in inputs:
+            end = ends.get(tp)
+            recorded = self._recorded_next(tp)
+            if end is not None and recorded is not None:
+                self.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, end - recorded))
 
     # -- process_calls ---------------------------------------------------------------------------
 
@@ -496,6 +514,11 @@ def create_app(
     @app.timer(interval=5.0)
     async def report() -> None:
         log.info("stream progress", **asdict(pipeline.counters))
+        if settled():
+            await pipeline.observe_lag()
+            pipeline.metrics.set_healthy(True, ttl_s=30)  # lapses if this timer stops running
+        else:
+            pipeline.metrics.set_healthy(False, "rebalancing or recovering tables")
         idle_for = time.monotonic() - pipeline.last_activity
         if stop_when_idle_s is not None and idle_for > stop_when_idle_s:
             log.info("idle, stopping", idle_s=round(idle_for, 1))

@@ -69,10 +69,12 @@ def stream_command(
     log = logs.get(__name__)
     log.info("stream worker starting", app_id=app.conf.id, source=settings.source)
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False, override_logging=False)
+    pipeline.metrics.serve_or_warn(settings.metrics_host, settings.metrics_port)
     try:
         faust_surface.without_spinner(worker).execute_from_commandline()
     finally:
         log.info("stream worker stopped", app_id=app.conf.id, **asdict(pipeline.counters))
+        pipeline.metrics.close()
 
 
 def replay_command(

@@ -51,6 +51,9 @@ class StreamSettings(BaseSettings):
     use_genai_prices: bool = True  # price models the override files lack from genai-prices
     web_port: int = 6066
     web_bind: str = "127.0.0.1"
+    # /metrics (Prometheus) and /healthz; a port in use costs the endpoint, not the worker.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=9461, ge=0, le=65535, description="0: any free port; unset: off")
     # An input partition this long without messages is checked for input its consumer left behind.
     input_quiet_s: float = Field(default=10.0, gt=0)
     stream_buffer_maxsize: int = Field(default=16, ge=1)  # messages (each a batch) buffered per partition

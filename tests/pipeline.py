@@ -59,6 +59,10 @@ class Pipeline:
                 # Most tests replay fixed dates from the past (day boundaries, dated prices): accept
                 # them. The hostile-input tests run with the default bounds.
                 "CALLSTREAM_STREAM_MAX_EVENT_AGE_MS": str(HISTORY_MS),
+                # several workers share a host in tests: each serves /metrics on a free port
+                "CALLSTREAM_STREAM_METRICS_PORT": "0",
+                "CALLSTREAM_SINK_METRICS_PORT": "0",
+                "CALLSTREAM_PRODUCER_METRICS_PORT": "0",
                 "PYTHONUNBUFFERED": "1",
             }
         )
