@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from callstream.durations import DAY_MS, HOUR_MS
 from callstream.streams.clock import EventTimeBounds
 from callstream.streams.pricing import DEFAULT_OVERRIDES
+
+SHIPPED_PRICES = "shipped"
 
 
 class StreamSettings(BaseSettings):
@@ -47,6 +49,8 @@ class StreamSettings(BaseSettings):
     flush_interval_ms: int = Field(default=1000, ge=10)  # how often changed windows are published
     max_pending_partials: int = Field(default=2000, ge=1)  # flush early after this many inputs
     enriched_max_bytes: int = Field(default=512 * 1024, ge=1024)  # split enriched messages above this
+    # Override files, most specific first; "shipped" names the file that comes with callstream
+    # (wherever it is installed), so a list that adds your own can keep it.
     price_files: list[Path] = Field(default_factory=lambda: [DEFAULT_OVERRIDES])
     use_genai_prices: bool = True  # price models the override files lack from genai-prices
     web_port: int = 6066
@@ -59,6 +63,11 @@ class StreamSettings(BaseSettings):
     stream_buffer_maxsize: int = Field(default=16, ge=1)  # messages (each a batch) buffered per partition
     # faust's working directory (its table metadata), one subdirectory per app id.
     data_dir: Path = Path(".callstream/stream")
+
+    @field_validator("price_files", mode="after")
+    @classmethod
+    def _shipped(cls, paths: list[Path]) -> list[Path]:
+        return [DEFAULT_OVERRIDES if str(path) == SHIPPED_PRICES else path for path in paths]
 
     @model_validator(mode="after")
     def _replay_range(self) -> StreamSettings:
