@@ -185,7 +185,7 @@ def test_sigkill_mid_bulk_then_restart_loses_and_duplicates_nothing(
     small = {
         "CALLSTREAM_SINK_BATCH_MAX_DOCS": "150",
         "CALLSTREAM_SINK_MAX_IN_FLIGHT_REQUESTS": "2",
-        # Static membership: noida-db never evicts a SIGKILLed dynamic member (NOTES.md).
+        # Static membership: noida-db never evicts a SIGKILLed dynamic member.
         "CALLSTREAM_SINK_GROUP_INSTANCE_ID": "sink-0",
     }
     first = pipeline.start_sink("first", **small)

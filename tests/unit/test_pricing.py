@@ -209,7 +209,7 @@ def test_unreadable_files(tmp_path: Path, content: bytes, fragment: str) -> None
 
 
 def test_shipped_overrides_hold_the_seed_gateway_prices() -> None:
-    # NOTES.md: one price for input and output, USD per million tokens.
+    # The gateway tutorial's prices: one price for input and output, USD per million tokens.
     seed = {"gpt-4.1": "8", "claude-sonnet-4-5": "15", "gemini-2.5-flash": "2.50", "deepseek-v3.2": "0.42"}
     catalogue = default_catalogue()
     for model, usd in seed.items():
