@@ -45,7 +45,7 @@ from callstream.streams.catalogue import load_catalogue
 from callstream.streams.enrich import enrich, epoch_ms
 from callstream.streams.partials import Partial, encode_partial, partials_by_partition
 from callstream.streams.settings import StreamSettings
-from callstream.streams.windows import fold_minutes, rollup
+from callstream.streams.windows import windows_of
 
 log = logs.get(__name__)
 
@@ -120,7 +120,7 @@ def run_plain(kafka: KafkaSettings, raw_topic: str, enriched_topic: str, agg_top
                 for chunk in split_into_arrays([dumps(doc) for doc in docs], settings.enriched_max_bytes):
                     produce(enriched_topic, chunk)
                 source = f"{message.topic()}:{message.partition()}"
-                windows = rollup(fold_minutes(docs))
+                windows = windows_of(docs)
                 for target, states in partials_by_partition(windows, partitions).items():
                     produce(agg_topic, encode_partial(Partial(source, message.offset(), 0, states)), target)
                 events += len(docs)

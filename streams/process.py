@@ -27,7 +27,7 @@ from callstream.streams.enrich import enrich, epoch_ms
 from callstream.streams.keycap import KeyCap
 from callstream.streams.partials import Partial, encode_partial, partials_by_partition
 from callstream.streams.pricing import PriceCatalogue
-from callstream.streams.windows import Labels, fold_minutes, labels_of, rollup
+from callstream.streams.windows import Labels, labels_of, windows_of
 
 JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
@@ -119,7 +119,7 @@ class RawProcessor:
                 [orjson.dumps(doc, option=JSON_OPTIONS) for doc in docs], self.enriched_max_bytes
             )
         )
-        windows = rollup(fold_minutes(docs, self._capped_labels(state.keycap)))
+        windows = windows_of(docs, self._capped_labels(state.keycap))
         source = f"{raw.topic}:{raw.partition}"
         for target, states in partials_by_partition(windows, self.partitions).items():
             partial = Partial(source, raw.offset, state.clock.stream_time_ms, states)

@@ -26,7 +26,7 @@ from callstream.streams.catalogue import load_catalogue
 from callstream.streams.enrich import enrich
 from callstream.streams.partials import partials_by_partition
 from callstream.streams.settings import StreamSettings
-from callstream.streams.windows import DIMENSION_SIZES, WindowKey, fold_minutes, rollup
+from callstream.streams.windows import DIMENSION_SIZES, WindowKey, windows_of
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_summary_takes_median_rates_and_the_highest_peak() -> None:
 
 
 def partials_of(docs: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
-    return partials_by_partition(rollup(fold_minutes(docs)), 6)
+    return partials_by_partition(windows_of(docs), 6)
 
 
 def test_enriched_chunks_keep_every_event_in_order(docs: list[dict[str, Any]]) -> None:

@@ -20,8 +20,8 @@ from callstream.streams.windows import WindowKey, WindowState
 
 def state(requests: int, cost_pico: int = 0) -> WindowState:
     s = WindowState(provider="openai", model_family="gpt-4.1")
-    s.values["requests"] = requests
-    s.values["cost_pico"] = cost_pico
+    s["requests"] = requests
+    s["cost_pico"] = cost_pico
     return s
 
 
