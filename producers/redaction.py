@@ -110,7 +110,7 @@ _BEARER = re.compile(r"\b(bearer)\s+[A-Za-z0-9._~+/\-]{8,}=*", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.\-]*://)([^\s:/@\"'<>]*):([^\s@/\"'<>]+)@")
 # name=value, name: value, "name": "value", \"name\": \"value\" (JSON inside a JSON string). Names are
 # found without consuming their values, so `https://host/v1?key=...` still finds `key` after `https:`.
-_NAME = re.compile(r"(?<![\w\-.])(?P<q>\\?[\"']?)(?P<name>[A-Za-z_][\w.\-]{0,127})(?P=q)\s*[:=]\s*")
+_NAME = re.compile(r"(?<![\w\-.])(?P<q>\\?[\"']?)(?P<name>[A-Za-z_][\w.\-]{0,127})(?P=q)\s*(?P<op>[:=])\s*")
 _VALUE = re.compile(r"\\\"(?:[^\"\\]|\\(?!\"))*\\\"|\"(?:[^\"\\]|\\.)*\"|'[^'\n]*'|[^\s&,;\"'<>{}\[\]()\\]+")
 
 
@@ -137,7 +137,10 @@ def _scrub_assignments(text: str) -> str:
         out.append(text[pos : name.end()])
         pos = name.end()
         key = name.group("name")
-        if is_sensitive_key(key) or key.lower() in TEXT_ONLY_NAMES:
+        # `key=...` in a URL query or a config line is a credential; a JSON field named "key" (an
+        # aggregate's, an alert's) is not.
+        text_only = key.lower() in TEXT_ONLY_NAMES and name.group("op") == "=" and not name.group("q")
+        if is_sensitive_key(key) or text_only:
             value = _VALUE.match(text, pos)
             replacement = _redacted_value(value.group()) if value is not None else None
             if value is not None and replacement is not None:

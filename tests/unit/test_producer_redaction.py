@@ -271,3 +271,14 @@ def test_no_field_of_callstreams_own_contracts_reads_as_a_credential() -> None:
 
     for model in (EnrichedCallEvent, WindowAggregate, TokenSums):
         assert [name for name in model.model_fields if is_sensitive_key(name)] == [], model.__name__
+
+
+def test_a_json_field_named_key_is_not_a_credential_but_a_key_parameter_is() -> None:
+    """Aggregates and alert events have a "key" (the model, the user): dead letters keep it."""
+    assert (
+        scrub('{"dimension":"model","key":"gemini-2.5-flash"}')
+        == '{"dimension":"model","key":"gemini-2.5-flash"}'
+    )
+    assert "abc123secretvalue" not in scrub("GET https://api.example/v1?key=abc123secretvalue&x=1")
+    assert "abc123secretvalue" not in scrub("key=abc123secretvalue")
+    assert "abc123secretvalue" not in scrub('{"api_key": "abc123secretvalue"}')
