@@ -26,6 +26,7 @@ COMMANDS = [
     ("callstream.streams.cli", "stream_command", "stream"),
     ("callstream.streams.cli", "replay_command", "replay"),
     ("callstream.sinks.cli", "sink_command", "sink"),
+    ("callstream.topic_reader", "read_command", "read"),
 ]
 GROUPS = [
     ("callstream.infra.cli", "local_app", "local"),
