@@ -339,8 +339,9 @@ json_values = st.recursive(
 
 
 @st.composite
-def raw_events(draw: st.DrawFn) -> dict[str, Any]:
-    """A callstream wire event with some fields replaced by hostile values (or removed)."""
+def raw_events(draw: st.DrawFn, min_changes: int = 0) -> dict[str, Any]:
+    """A callstream wire event with some fields (at least `min_changes`) replaced by hostile values
+    (or removed)."""
     event = valid_event(draw(st.integers(min_value=0, max_value=10**6)))
     event["event_id"] = f"hyp-{draw(st.uuids()).hex}"
     keys = [
@@ -355,7 +356,7 @@ def raw_events(draw: st.DrawFn) -> dict[str, Any]:
         "metadata",
         "event_id",
     ]
-    for key in draw(st.lists(st.sampled_from(keys), max_size=4, unique=True)):
+    for key in draw(st.lists(st.sampled_from(keys), min_size=min_changes, max_size=4, unique=True)):
         replacement = draw(
             st.one_of(
                 st.just(_MISSING),
