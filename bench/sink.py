@@ -33,16 +33,16 @@ from confluent_kafka import Producer
 from elasticsearch import Elasticsearch, helpers
 from elasticsearch.serializer import OrjsonSerializer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from callstream import topics
 from callstream.infra import local_servers
 from callstream.infra.setup import create_topics
+from callstream.progress import progress as progress_display
 from callstream.settings import ElasticsearchSettings, KafkaSettings
 from callstream.sinks import index_templates
+from callstream.sinks.cli import elasticsearch_sink
 from callstream.sinks.documents import Documents, Origin
 from callstream.sinks.settings import SinkSettings
-from callstream.sinks.worker import SinkWorker
 from callstream.streams.contract import EnrichedCallEvent
 
 console = Console(stderr=True)
@@ -131,17 +131,6 @@ def _servers(use_configured: bool, engine: str) -> Iterator[tuple[KafkaSettings,
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        console=console,
-    )
-
-
 def produce(kafka: KafkaSettings, topic: str, events: list[dict[str, Any]], per_message: int) -> None:
     producer = Producer(
         kafka.confluent_config() | {"compression.type": "lz4", "linger.ms": 20, "acks": "all"}
@@ -152,7 +141,7 @@ def produce(kafka: KafkaSettings, topic: str, events: list[dict[str, Any]], per_
         if err is not None:
             errors.append(err)
 
-    with _progress() as progress:
+    with progress_display(rate=True, console=console) as progress:
         task = progress.add_task("produce", total=len(events), rate="")
         for i in range(0, len(events), per_message):
             chunk = events[i : i + per_message]
@@ -187,7 +176,7 @@ def raw_bulk_rate(
             {"_index": documents.enriched_event(e, origin).index, "_id": e["event_id"], "_source": e}
             for e in events
         ]
-        with _progress() as progress:
+        with progress_display(rate=True, console=console) as progress:
             task = progress.add_task(
                 f"limit (chunk {chunk_size}, {threads} thread(s))", total=len(events), rate=""
             )
@@ -233,7 +222,7 @@ class SinkRun:
 
 def sink_rate(kafka: KafkaSettings, es: ElasticsearchSettings, sink: SinkSettings, docs: int) -> SinkRun:
     """Run the sink in this process until `docs` documents are acknowledged."""
-    worker = SinkWorker(kafka, es, sink)
+    worker = elasticsearch_sink(kafka, es, sink)
     outcome: dict[str, Any] = {}
 
     def run() -> None:
@@ -247,7 +236,7 @@ def sink_rate(kafka: KafkaSettings, es: ElasticsearchSettings, sink: SinkSetting
     thread = threading.Thread(target=run, name="sink", daemon=True)
     thread.start()
     try:
-        with _progress() as progress:
+        with progress_display(rate=True, console=console) as progress:
             task = progress.add_task("sink", total=docs, rate="")
             while thread.is_alive():
                 thread.join(0.5)

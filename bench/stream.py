@@ -30,8 +30,6 @@ import os
 import platform
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -46,11 +44,11 @@ from typing import Any
 import orjson
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from callstream import topics
-from callstream.infra.processes import stop_process
+from callstream.infra.processes import CLI, start_worker, stop_process
+from callstream.progress import progress as progress_display
 from callstream.settings import KafkaSettings
 from callstream.topic_reader import iter_until_idle, reader_consumer
 
@@ -233,7 +231,7 @@ def pre_produce(kafka: KafkaSettings, events: int, batch_size: int, start: datet
     from callstream.producers.loadgen import publish
     from callstream.producers.synthetic import iter_events
 
-    with _progress() as progress:
+    with progress_display(rate=True, console=console) as progress:
         task = progress.add_task("pre-produce raw events", total=events, rate="")
         report = publish(
             kafka,
@@ -256,7 +254,8 @@ def pre_produce(kafka: KafkaSettings, events: int, batch_size: int, start: datet
 @dataclass
 class Contender:
     name: str
-    argv: list[str]
+    module: tuple[str, ...]  # how python runs it: ("-m", "callstream.cli") or a baseline module
+    args: list[str]
     env: dict[str, str]
     enriched_topic: str  # its enriched events, counted
     aggregate_topic: str  # its window output (messages counted)
@@ -281,13 +280,14 @@ def _contenders(
         ),
     }
     raw = kafka.topic(topics.RAW)
-    baseline = [sys.executable, "-m", "bench.stream_baselines"]
+    baseline = ("-m", "bench.stream_baselines")
     plain_enriched, plain_partials, _ = _bench_topics(kafka, "plain")
     quix_enriched, quix_windows, quix_progress = _bench_topics(kafka, "quix")
     return [
         Contender(
             "stream",
-            [sys.executable, "-m", "callstream.cli", "stream", "--web-port", str(free_port())],
+            CLI,
+            ["stream", "--web-port", str(free_port())],
             env | {"CALLSTREAM_STREAM_APP_ID": f"{run_id}-stream"},
             kafka.topic(topics.ENRICHED),
             kafka.topic(topics.AGGREGATES),
@@ -296,7 +296,8 @@ def _contenders(
         ),
         Contender(
             "limit",
-            [*baseline, "plain", raw, plain_enriched, plain_partials, f"{run_id}-plain"],
+            baseline,
+            ["plain", raw, plain_enriched, plain_partials, f"{run_id}-plain"],
             env,
             plain_enriched,
             plain_partials,
@@ -305,8 +306,8 @@ def _contenders(
         ),
         Contender(
             "quix",
+            baseline,
             [
-                *baseline,
                 "quix",
                 raw,
                 quix_enriched,
@@ -409,11 +410,8 @@ def measure(
     progress_tail = TopicTail(kafka, contender.progress_topic)
     aggregation = contender.aggregation()
     log_path = workdir / f"{contender.name}.log"
-    with log_path.open("wb") as log:
-        started = time.monotonic()
-        process = subprocess.Popen(
-            contender.argv, env=contender.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
-        )
+    started = time.monotonic()
+    process = start_worker(contender.args, contender.env, log_path, module=contender.module, cwd=REPO)
     try:
         ps = psutil.Process(process.pid)
         counted = first_events = 0
@@ -424,7 +422,7 @@ def measure(
         rss_at: dict[str, float] = {}
         marks = list(THIRDS)
         deadline = started + timeout_s
-        with _progress() as bars:
+        with progress_display(rate=True, console=console) as bars:
             enriched_bar = bars.add_task(f"{contender.name} enriched", total=events, rate="starting")
             aggregated_bar = bars.add_task(f"{contender.name} aggregated", total=events, rate="")
             while counted < events or aggregation.total < events:
@@ -522,17 +520,6 @@ def _message_count(kafka: KafkaSettings, topic: str) -> int:
         return total
     finally:
         consumer.close()
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        console=console,
-    )
 
 
 # -- the command -----------------------------------------------------------------------------------

@@ -3,9 +3,10 @@
 - `plain`: a confluent-kafka consume-enrich-produce loop, no framework: the practical limit of a
   Python consumer doing the stream's per-event work. Per raw message it validates
   (producers.contract.decode_events), enriches (streams.enrich.enrich, same price catalogue),
-  publishes the enriched events as JSON arrays split like the stream app splits them, and folds the
+  publishes the enriched events as JSON arrays packed like the stream app packs them, and folds the
   batch into one-minute states rolled up to every window (streams.windows), published as partials
-  by window partition. It leaves out what the stream app adds on top (dedup, late flags, tables,
+  by window partition (streams.partials), all with the stream's own core functions. It leaves
+  out what the stream app adds on top (dedup, late flags, tables,
   the window merge), so it bounds the stream app from above.
 - `quix`: the same job as an idiomatic Quix Streams application: each raw message expanded into
   events, each event enriched with the same rules and published, then re-keyed by model
@@ -29,8 +30,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import zlib
-from collections import defaultdict
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
@@ -40,11 +39,13 @@ import orjson
 
 from callstream import logs
 from callstream.producers.contract import RawCallEvent, decode_events
+from callstream.producers.packing import split_into_arrays
 from callstream.settings import KafkaSettings
 from callstream.streams.catalogue import load_catalogue
 from callstream.streams.enrich import enrich, epoch_ms
+from callstream.streams.partials import Partial, encode_partial, partials_by_partition
 from callstream.streams.settings import StreamSettings
-from callstream.streams.windows import fold_minutes, rollup
+from callstream.streams.windows import windows_of
 
 log = logs.get(__name__)
 
@@ -55,26 +56,6 @@ CONSUME_BATCH = 5000
 def dumps(value: Any) -> bytes:
     """JSON exactly as the stream app writes it (datetimes as ISO-8601 with Z)."""
     return orjson.dumps(value, option=JSON_OPTIONS)
-
-
-def chunks_by_bytes(docs: list[dict[str, Any]], max_bytes: int) -> list[bytes]:
-    """JSON arrays of at most about `max_bytes`, halving like the stream app does."""
-    if not docs:
-        return []
-    whole = dumps(docs)
-    if len(whole) <= max_bytes or len(docs) == 1:
-        return [whole]
-    half = len(docs) // 2
-    return chunks_by_bytes(docs[:half], max_bytes) + chunks_by_bytes(docs[half:], max_bytes)
-
-
-def partials_by_partition(docs: list[dict[str, Any]], partitions: int) -> dict[int, dict[str, Any]]:
-    """The batch's window partials (every size and dimension), grouped by target partition."""
-    out: dict[int, dict[str, Any]] = defaultdict(dict)
-    for window, state in rollup(fold_minutes(docs)).items():
-        key = window.encode()
-        out[zlib.crc32(key.encode()) % partitions][key] = state.to_wire()
-    return out
 
 
 class _Stop:
@@ -136,12 +117,12 @@ def run_plain(kafka: KafkaSettings, raw_topic: str, enriched_topic: str, agg_top
                     continue
                 valid, _ = decode_events(message.value())
                 docs = [enrich(e, prices) for e in valid]
-                for chunk in chunks_by_bytes(docs, settings.enriched_max_bytes):
+                for chunk in split_into_arrays([dumps(doc) for doc in docs], settings.enriched_max_bytes):
                     produce(enriched_topic, chunk)
                 source = f"{message.topic()}:{message.partition()}"
-                for target, states in sorted(partials_by_partition(docs, partitions).items()):
-                    body = {"src": source, "o": message.offset(), "w": states}
-                    produce(agg_topic, orjson.dumps(body), target)
+                windows = windows_of(docs)
+                for target, states in partials_by_partition(windows, partitions).items():
+                    produce(agg_topic, encode_partial(Partial(source, message.offset(), 0, states)), target)
                 events += len(docs)
             producer.poll(0)
             if messages:

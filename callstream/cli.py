@@ -26,13 +26,19 @@ COMMANDS = [
     ("callstream.streams.cli", "stream_command", "stream"),
     ("callstream.streams.cli", "replay_command", "replay"),
     ("callstream.sinks.cli", "sink_command", "sink"),
+    ("callstream.topic_reader", "read_command", "read"),
 ]
-GROUPS = [("callstream.infra.cli", "local_app", "local")]
+GROUPS = [
+    ("callstream.infra.cli", "local_app", "local"),
+    ("callstream.reports.cli", "report_app", "report"),
+    ("callstream.alerts.cli", "alert_app", "alert"),
+]
 BENCHMARKS = [
     ("bench.producer", "command", "producer"),
     ("bench.stream", "command", "stream"),
     ("bench.sink", "command", "sink"),
     ("bench.freshness", "command", "freshness"),
+    ("bench.alert", "command", "alert"),
 ]
 
 

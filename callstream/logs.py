@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Literal
 
 import structlog
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-def configure(level: str = "INFO", json: bool | None = None) -> None:
-    if json is None:
-        json = not sys.stderr.isatty()
+class LogSettings(BaseSettings):
+    """How every callstream command logs. Environment prefix `CALLSTREAM_LOG_`."""
+
+    model_config = SettingsConfigDict(env_prefix="CALLSTREAM_LOG_", extra="ignore")
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # JSON lines unless stderr is a terminal (auto), or always one of them.
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+def configure(settings: LogSettings | None = None) -> None:
+    settings = settings or LogSettings()
+    level = settings.level
+    json = not sys.stderr.isatty() if settings.format == "auto" else settings.format == "json"
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )

@@ -12,6 +12,8 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import orjson
+import typer
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from callstream.settings import KafkaSettings
@@ -124,3 +126,25 @@ def iter_until_idle(
                     ends.pop(message.partition(), None)
     finally:
         consumer.close()
+
+
+def read_command(
+    topic: str = typer.Argument(
+        ..., help="Logical topic name (calls.raw, calls.deadletter, ...); the prefix is added"
+    ),
+    max_messages: int = typer.Option(20, "--max", help="Stop after this many messages (0: all)"),
+    raw_name: bool = typer.Option(False, "--raw-name", help="TOPIC is the full name: add no prefix"),
+) -> None:
+    """Print a topic's messages from the beginning, one JSON line each (partition, offset, value)."""
+    kafka = KafkaSettings()
+    name = topic if raw_name else kafka.topic(topic)
+    for count, message in enumerate(iter_to_end(kafka, name, timeout_s=60), start=1):
+        value = message.value() or b""
+        try:
+            shown: object = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            shown = value.decode("utf-8", "replace")
+        line = {"partition": message.partition(), "offset": message.offset(), "value": shown}
+        typer.echo(orjson.dumps(line).decode())
+        if max_messages and count >= max_messages:
+            break

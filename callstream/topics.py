@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from callstream.durations import DAY_MS
 from callstream.settings import KafkaSettings
 
 RAW = "calls.raw"
@@ -23,8 +24,16 @@ AGGREGATES = "aggregates"
 """Full window aggregate updates, versioned, keyed by document id."""
 SINK_DEADLETTER = "sink.deadletter"
 """Documents Elasticsearch rejected, with the reason and the original."""
-
-DAY_MS = 24 * 3600 * 1000
+ALERT_SERIES = "alerts.series"
+"""The alert worker's own input: aggregate updates re-keyed by the series an alert rule watches
+(dimension and key), so that every window of one series meets on one partition."""
+ALERT_EVENTS = "alerts.events"
+"""Alert firings, re-alerts, escalations and resolutions, one per message, keyed by alert id
+(the sink writes them to `callstream-alerts-*`)."""
+ALERT_SILENCES = "alerts.silences"
+"""Silences set from the CLI, keyed by silence id (compacted: the newest record per id counts)."""
+ALERT_DEADLETTER = "alerts.deadletter"
+"""Notifications the alert worker gave up delivering, in the one dead-letter shape."""
 
 
 def replay_topic(generation: int) -> str:
@@ -64,4 +73,8 @@ def topic_specs(settings: KafkaSettings, partitions: int = 6) -> list[TopicSpec]
         TopicSpec(settings.topic(AGGREGATE_PARTIALS), partitions, long_retention),
         TopicSpec(settings.topic(AGGREGATES), partitions, long_retention),
         TopicSpec(settings.topic(SINK_DEADLETTER), 3, long_retention),
+        TopicSpec(settings.topic(ALERT_SERIES), partitions, {"retention.ms": str(2 * DAY_MS)}),
+        TopicSpec(settings.topic(ALERT_EVENTS), partitions, long_retention),
+        TopicSpec(settings.topic(ALERT_SILENCES), 1, {"cleanup.policy": "compact"}),
+        TopicSpec(settings.topic(ALERT_DEADLETTER), 3, long_retention),
     ]

@@ -43,11 +43,7 @@ def local_up(
         srv = local_servers.up(data_dir, kafka_port, es_port, fresh=fresh, engine_name=engine)
     except local_servers.LocalServersError as exc:
         raise _fail(exc) from None
-    setup(
-        KafkaSettings(bootstrap_servers=srv.bootstrap_servers),
-        ElasticsearchSettings(url=srv.es_url),
-        partitions,
-    )
+    setup(srv.kafka_settings(), srv.es_settings(), partitions)
     typer.echo(f"Kafka         {srv.bootstrap_servers}\nElasticsearch {srv.es_url}\n({srv.engine} engine)")
     typer.echo("Point callstream at them with:")
     for key, value in srv.env().items():

@@ -1,34 +1,40 @@
 """`callstream demo`: the main job end to end on local servers (embedded by default, or real).
 
 Local Kafka + Elasticsearch up (`--engine embedded|real`, infra/local_servers.py), topics and
-templates, a stream worker and a sink worker as separate processes, synthetic traffic through the
-load generator, then a per-model table read back from Elasticsearch. Everything it starts, it stops
-(the servers too, unless asked to keep them).
+templates, a stream worker, a sink worker and an alert worker (default rules, notifying a webhook
+receiver on loopback in this process) as separate processes, synthetic traffic through the load
+generator plus a short incident (a burst of failed calls to one model), then a per-model table read
+back from Elasticsearch and the alerts the webhook received. Everything it starts, it stops (the
+servers too, unless asked to keep them).
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from callstream import topics
+from callstream.alerts.receiver import WebhookReceiver
 from callstream.infra import local_servers
-from callstream.infra.processes import stop_process
+from callstream.infra.processes import start_worker, stop_process
 from callstream.infra.setup import setup
 from callstream.producers import synthetic
+from callstream.producers.contract import RawCallEvent
 from callstream.producers.loadgen import publish
+from callstream.progress import progress as progress_display
+from callstream.settings import ElasticsearchSettings
 
 DEMO_DATA_DIR = Path(".callstream/demo")
+INCIDENT_MODEL, INCIDENT_CALLS = "gemini-2.5-flash", 600
 
 
 @dataclass
@@ -51,6 +57,8 @@ class DemoReport:
     aggregate_docs: int
     deadletter_docs: int
     models: dict[str, ModelRow]
+    html_report: Path | None = None
+    alerts: list[dict[str, Any]] = field(default_factory=list)  # events the webhook received
 
 
 def _count(es: Any, index: str) -> int:
@@ -85,13 +93,6 @@ def _model_rows(es: Any, prefix: str) -> dict[str, ModelRow]:
     return dict(rows)
 
 
-def _start_worker(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    handle = log_path.open("wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "callstream.cli", *args], env=env, stdout=handle, stderr=subprocess.STDOUT
-    )
-
-
 def run_demo(
     events: int = 50_000,
     keep_servers: bool = False,
@@ -107,6 +108,7 @@ def run_demo(
     )
     console.print(f"[bold]servers[/] {srv.engine} engine: Kafka {srv.bootstrap_servers}, {srv.es_url}")
     workers: list[subprocess.Popen[bytes]] = []
+    receiver = WebhookReceiver().start()
     try:
         kafka = srv.kafka_settings()
         es_settings = srv.es_settings()
@@ -115,21 +117,23 @@ def run_demo(
         log_dir = srv.data_dir / "logs"
         log_dir.mkdir(exist_ok=True)
         workers.append(
-            _start_worker(
+            start_worker(
                 ["stream", "--web-port", str(local_servers.free_port())], env, log_dir / "stream.log"
             )
         )
-        workers.append(_start_worker(["sink"], env, log_dir / "sink.log"))
-        console.print(f"[bold]workers[/] stream and sink started; logs in {log_dir}")
+        workers.append(start_worker(["sink"], env, log_dir / "sink.log"))
+        alert_env = env | {
+            "CALLSTREAM_ALERT_WEBHOOK_URL": f"{receiver.url}/webhook",
+            "CALLSTREAM_ALERT_DATA_DIR": str(srv.data_dir / "alert"),
+            "CALLSTREAM_ALERT_METRICS_PORT": "0",
+            "CALLSTREAM_ALERT_WEB_PORT": str(local_servers.free_port()),
+        }
+        workers.append(start_worker(["alert"], alert_env, log_dir / "alert.log"))
+        _wait_for_text(log_dir / "alert.log", "alert state loaded", workers[-1], timeout_s)
+        console.print(f"[bold]workers[/] stream, sink and alert started; logs in {log_dir}")
 
         invalid = [bad for bad, _ in synthetic.invalid_inputs()]
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress:
+        with progress_display(console=console) as progress:
             produced = progress.add_task("loadgen: events to Kafka", total=events)
             report = publish(
                 kafka,
@@ -138,6 +142,7 @@ def run_demo(
                 on_progress=lambda n: progress.advance(produced, n),
             )
             publish(kafka, kafka.topic(topics.RAW), invalid)
+            publish(kafka, kafka.topic(topics.RAW), _incident(INCIDENT_MODEL, INCIDENT_CALLS))
             if report.failed_messages:
                 raise RuntimeError(
                     f"{report.failed_messages} messages were not delivered: {report.errors[:3]}"
@@ -157,6 +162,10 @@ def run_demo(
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"only {done}/{events} documents after {timeout_s}s; see {log_dir}")
                 time.sleep(0.5)
+        console.print(
+            f"waiting for the alert on the incident ({INCIDENT_CALLS} failed calls to {INCIDENT_MODEL})"
+        )
+        receiver.wait(lambda r: any(e["key"] == INCIDENT_MODEL for _, e in r.events()), 120)
         prefix = es_settings.index_prefix
         result = DemoReport(
             events=events,
@@ -166,12 +175,15 @@ def run_demo(
             aggregate_docs=_count(es, f"{prefix}-aggregates-*"),
             deadletter_docs=_count(es, f"{prefix}-deadletter-*"),
             models=rows,
+            alerts=[event for _, event in receiver.events()],
         )
         es.close()
+        result.html_report = write_report_html(es_settings, srv.data_dir / "report.html", console)
         return result
     finally:
         for worker in workers:
             stop_process(worker)
+        receiver.close()
         if keep_servers:
             console.print("[bold]servers kept running[/]; point callstream at them with:")
             for key, value in srv.env().items():
@@ -180,6 +192,32 @@ def run_demo(
         else:
             local_servers.down(srv.data_dir)
             console.print("local servers stopped")
+
+
+def _incident(model: str, count: int) -> list[RawCallEvent]:
+    """A burst of failed calls to one model, now: the error-rate rule's 5% is crossed at once."""
+    now = datetime.now(UTC)
+    return [
+        RawCallEvent(
+            event_id=f"incident-{now.timestamp():.0f}-{i}",
+            event_time=now,
+            request_model=model,
+            duration_ms=30_000.0,
+            status_code=None,
+            error_type="timeout",
+            error_message="Request timed out",
+            service_name="support-bot",
+        )
+        for i in range(count)
+    ]
+
+
+def _wait_for_text(path: Path, text: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in path.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{path.name} never said '{text}' (rc={process.poll()}); see {path}")
+        time.sleep(0.2)
 
 
 def render(report: DemoReport, console: Console) -> None:
@@ -213,3 +251,37 @@ def render(report: DemoReport, console: Console) -> None:
         f"{report.call_docs:,} calls, {report.aggregate_docs:,} window aggregates, "
         f"{report.deadletter_docs} dead letters"
     )
+    alerts = Table(
+        title="alerts received by the webhook (default rules; callstream alert list shows them too)"
+    )
+    for column in ("received", "severity", "alert"):
+        alerts.add_column(column)
+    for event in report.alerts:
+        alerts.add_row(event["kind"], event["severity"], event["message"])
+    console.print(alerts if report.alerts else "[bold red]no alert received[/] (see the alert log)")
+    if report.html_report:
+        console.print(f"HTML report (charts, open in a browser): {report.html_report.resolve()}")
+
+
+def write_report_html(es_settings: ElasticsearchSettings, path: Path, console: Console) -> Path | None:
+    """`callstream report --last 1h --html` over what the demo sent: one self-contained HTML file."""
+    try:
+        from callstream.reports.build import build_report
+        from callstream.reports.html import write_html
+        from callstream.reports.reader import Reader
+        from callstream.reports.settings import ReportSettings
+        from callstream.reports.timeplan import resolve_range
+        from callstream.streams.catalogue import load_catalogue
+        from callstream.streams.settings import StreamSettings
+    except ImportError as exc:  # the `report` extra is missing
+        console.print(f"HTML report skipped: {exc}")
+        return None
+    settings = ReportSettings()
+    span = resolve_range(None, None, "1h", "UTC", int(time.time() * 1000) + 60_000)  # this minute too
+    es = es_settings.client()
+    try:
+        reader = Reader(es, es_settings.index_prefix, settings)
+        report = build_report(reader, span, "model", load_catalogue(StreamSettings()).lookup, settings)
+    finally:
+        es.close()
+    return write_html(report, path)

@@ -1084,7 +1084,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true")
     parser.add_argument("--quiet", action="store_true", help="print nothing on success")
     args = parser.parse_args(argv)
-    logs.configure(level="WARNING" if args.quiet else "INFO")
+    logs.configure(logs.LogSettings(level="WARNING" if args.quiet else "INFO"))
     try:
         if args.command == "resolve":
             jars = resolve(args.cache_dir)

@@ -2,7 +2,8 @@
 
 Public API (imported lazily, so that `import producers.contract` stays light for downstream stages):
 
-    from callstream.producers import CallRecorder, record_call, recorded, RecordingTransport
+    from callstream.producers import CallRecorder, call_fields, record_call, recorded, instrument_openai
+    from callstream.producers import RecordingTransport   # needs the `httpx` extra
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ _EXPORTS = {
     "get_recorder": "callstream.producers.recorder",
     "set_recorder": "callstream.producers.recorder",
     "record_call": "callstream.producers.recorder",
+    "call_fields": "callstream.producers.recorder",
     "recorded": "callstream.producers.recorder",
     "ProducerSettings": "callstream.producers.settings",
     "KafkaPublisher": "callstream.producers.publisher",

@@ -8,18 +8,12 @@ from datetime import datetime
 from pathlib import Path
 
 import typer
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from callstream import logs, topics
+from callstream.metrics import Metrics
 from callstream.producers import synthetic
 from callstream.producers.loadgen import publish
+from callstream.progress import progress
 from callstream.settings import KafkaSettings
 
 
@@ -42,17 +36,15 @@ def loadgen(
     generated = synthetic.iter_events(
         events, seed=seed, start=start, rate_per_s=event_rate, late_share=late_share
     )
-    with Progress(
-        TextColumn("loadgen"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False
-    ) as progress:
-        task = progress.add_task("events", total=events)
+    with progress() as bar:
+        task = bar.add_task("loadgen", total=events)
         report = publish(
             kafka,
             kafka.topic(topics.RAW),
             generated,
             batch_size=batch_size,
             rate_per_s=rate,
-            on_progress=lambda n: progress.advance(task, n),
+            on_progress=lambda n: bar.advance(task, n),
             stop=stop,
         )
         if invalid:
@@ -68,30 +60,41 @@ def loadgen(
 
 def ingest(
     paths: list[Path] = typer.Argument(
-        ..., help="JSON-lines call logs (seed client format or callstream's own)"
+        ..., help="JSON-lines call logs (an LLM gateway client's log, or callstream's own events)"
     ),
-    checkpoint: Path = typer.Option(
-        Path(".callstream/ingest.checkpoint.json"), help="Where read positions are kept (resume with no gap)"
+    checkpoint: Path | None = typer.Option(
+        None,
+        help="Where read positions are kept (resume with no gap); default: a file per set of paths "
+        "under the state directory (CALLSTREAM_STATE_DIR, else ~/.local/state/callstream)/ingest",
     ),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep following growing (and rotated) files"),
-    line_format: str = typer.Option("auto", "--format", help="auto | seed | callstream"),
+    line_format: str = typer.Option(
+        "auto", "--format", help="auto | gateway | callstream  ('seed' is a deprecated name of gateway)"
+    ),
     naive_timezone: str = typer.Option("UTC", help="Zone of timestamps without one: UTC, Asia/Seoul, +09:00"),
-    seed_timestamp: str = typer.Option(
-        "end", help="Seed `timestamp` marks the call's end (default) or start"
+    gateway_timestamp: str = typer.Option(
+        "end",
+        "--gateway-timestamp",
+        "--seed-timestamp",
+        help="A gateway log's `timestamp` marks the call's end (default) or start",
     ),
     batch_max_events: int = typer.Option(
-        2_000, help="Lines packed into one Kafka message (also capped by bytes)"
+        2_000, help="Lines packed into one unit of Kafka messages (also capped by bytes)"
     ),
     finish_timeout_s: float = typer.Option(
         60.0, help="How long to wait for Kafka's acknowledgements at the end"
     ),
 ) -> None:
     """Ingest JSON-lines call logs into the raw topic; bad lines go to the dead-letter topic."""
+    from callstream.producers.gateway_log import parse_zone
     from callstream.producers.ingest import Ingestor
-    from callstream.producers.seed_format import parse_zone
 
-    if line_format not in ("auto", "seed", "callstream") or seed_timestamp not in ("end", "start"):
-        raise typer.BadParameter("--format must be auto|seed|callstream and --seed-timestamp end|start")
+    log = logs.get(__name__)
+    if line_format == "seed":
+        log.warning("--format seed is deprecated: use --format gateway")
+        line_format = "gateway"
+    if line_format not in ("auto", "gateway", "callstream") or gateway_timestamp not in ("end", "start"):
+        raise typer.BadParameter("--format must be auto|gateway|callstream and --gateway-timestamp end|start")
     missing = [str(p) for p in paths if not p.exists() and not follow]
     if missing:
         raise typer.BadParameter(f"no such file: {', '.join(missing)}")
@@ -103,17 +106,22 @@ def ingest(
         checkpoint,
         line_format=line_format,  # type: ignore[arg-type]
         naive_zone=parse_zone(naive_timezone),
-        seed_timestamp=seed_timestamp,  # type: ignore[arg-type]
+        gateway_timestamp=gateway_timestamp,  # type: ignore[arg-type]
         follow=follow,
         batch_max_events=batch_max_events,
     )
-    with Progress(
-        TextColumn("ingest"), BarColumn(), DownloadColumn(), TimeElapsedColumn(), transient=False
-    ) as progress:
-        task = progress.add_task("bytes", total=None if follow else ingestor.bytes_remaining())
-        stats = ingestor.run(
-            stop, on_progress=lambda n: progress.advance(task, n), finish_timeout_s=finish_timeout_s
-        )
-    logs.get(__name__).info("ingest done", **vars(stats))
+    metrics = Metrics("ingest")
+    metrics.expose(lambda: vars(ingestor.stats), "Ingest counts since start", gauges=["unacknowledged"])
+    metrics.serve_or_warn(ingestor.settings.metrics_host, ingestor.settings.metrics_port)
+    metrics.set_healthy(True)  # a quiet followed file is no sign of trouble: no renewal needed
+    try:
+        with progress(unit="bytes") as bar:
+            task = bar.add_task("ingest", total=None if follow else ingestor.bytes_remaining())
+            stats = ingestor.run(
+                stop, on_progress=lambda n: bar.advance(task, n), finish_timeout_s=finish_timeout_s
+            )
+    finally:
+        metrics.close()
+    log.info("ingest done", checkpoint=str(ingestor.checkpoint_path), **vars(stats))
     if stats.unacknowledged:
         raise typer.Exit(1)

@@ -33,6 +33,8 @@ from pydantic import (
     model_validator,
 )
 
+from callstream.durations import DAY_MS
+
 SCHEMA_VERSION: Literal[1] = 1
 MAX_ERROR_MESSAGE_CHARS = 2048
 MAX_METADATA_KEYS = 64
@@ -49,7 +51,8 @@ EventId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern
 # stream applies the real bounds (maximum age, clock skew) relative to when an event was published.
 EARLIEST_EVENT_TIME = datetime(1970, 1, 2, tzinfo=UTC)
 LATEST_EVENT_TIME = datetime(2999, 12, 31, tzinfo=UTC)
-MAX_DURATION_MS = 86_400_000
+LATEST_EVENT_TIME_MS = int(LATEST_EVENT_TIME.timestamp() * 1000)
+MAX_DURATION_MS = DAY_MS
 MAX_REPORTED_COST_USD = 1e9
 # Integers within the signed 64-bit range, so an accepted event can always be encoded again.
 MetadataInt = Annotated[int, Field(ge=-(2**63), lt=2**63)]
@@ -221,8 +224,10 @@ def _decode_items(
     rejected: list[RejectedEvent] = []
     for item, index in zip(items, positions, strict=True):
         if not isinstance(item, dict):
+            # A JSON string stays JSON (quoted) in the dead letter, unlike a raw value's text.
+            original = orjson.dumps(item) if isinstance(item, str) else item
             rejected.append(
-                RejectedEvent(f"expected an event object, got {type(item).__name__}", item, index)
+                RejectedEvent(f"expected an event object, got {type(item).__name__}", original, index)
             )
             continue
         if origin is not None and not item.get("event_id"):
@@ -236,8 +241,14 @@ def _decode_items(
     return valid, rejected
 
 
+def partition_for_key(key: str, partitions: int) -> int:
+    """The one placement function of callstream's topics: crc32 of the key, modulo the partition
+    count. Event ids place raw events, window keys place partial aggregates."""
+    return zlib.crc32(key.encode()) % partitions
+
+
 def partition_for_event_id(event_id: str, partitions: int) -> int:
     """The raw-topic partition of an event: every copy of an event lands on the same partition,
     which is what lets the stream drop duplicates per partition. Producers should follow it;
     the stream re-routes events that arrive elsewhere."""
-    return zlib.crc32(event_id.encode()) % partitions
+    return partition_for_key(event_id, partitions)

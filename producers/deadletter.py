@@ -4,7 +4,9 @@ One shape for every stage (producer, ingest, stream, sink, alert), defined here,
 of them (`DeadLetter`). Whatever the input was (bytes that are not UTF-8, JSON nested too deep to
 encode again, integers beyond 64 bits, a megabyte of text), a dead letter is built from it without
 raising, is bounded in size (the original cut to `MAX_ORIGINAL_CHARS`, the reason to
-`MAX_REASON_CHARS`), carries no secret (both pass through `redaction.scrub`), and always encodes.
+`MAX_REASON_CHARS`; a huge original is never decoded whole), carries no secret (a JSON original is
+redacted by key and pattern with `redaction.redact`, any other text is scrubbed with
+`redaction.scrub`, and so is the reason), and always encodes.
 """
 
 from __future__ import annotations
@@ -16,11 +18,19 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, Field
 
-from callstream.producers.redaction import scrub
+from callstream.producers.redaction import (
+    SCRUB_MARGIN_CHARS,
+    redact,
+    scrub,
+    scrub_bounded,
+    truncate,
+)
 
 MAX_REASON_CHARS = 1_000
 MAX_ORIGINAL_CHARS = 16_384
-TRUNCATED = "…[truncated]"
+STRUCTURED_MAX_BYTES = 1 << 20
+"""A text or bytes original up to this size that is JSON is parsed, so that its values under
+sensitive keys are redacted; a larger one is only cut and scrubbed as text."""
 
 
 class DeadLetter(BaseModel):
@@ -42,30 +52,60 @@ class DeadLetter(BaseModel):
     detected_at: datetime
 
 
-def bounded(text: str, max_chars: int) -> str:
-    """`text` cut to at most `max_chars` characters, with a visible marker when cut."""
-    if len(text) <= max_chars:
-        return text
-    return text[: max(0, max_chars - len(TRUNCATED))] + TRUNCATED
+TEXT_CAP_CHARS = MAX_ORIGINAL_CHARS + SCRUB_MARGIN_CHARS
 
 
-def original_text(original: Any) -> str:
-    """Any input as text: bytes decoded (invalid UTF-8 replaced), JSON values encoded as JSON
-    (falling back to a lenient encoder, then to repr, for what orjson refuses), text as is."""
+def original_text(original: Any, max_chars: int = TEXT_CAP_CHARS) -> str:
+    """Any input as text of at most about `max_chars` characters: bytes decoded (invalid UTF-8
+    replaced, only the head of a huge one), JSON values encoded as JSON (falling back to a lenient
+    encoder, then to repr, for what orjson refuses), text as is."""
     if original is None:
         return ""
     if isinstance(original, bytes | bytearray | memoryview):
-        return bytes(original).decode("utf-8", "replace")
+        return bytes(original[: max_chars * 4]).decode("utf-8", "replace")[:max_chars]
     if isinstance(original, str):
-        return original
+        return original[:max_chars]
     try:
-        return orjson.dumps(original, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
-    except (TypeError, orjson.JSONEncodeError):
+        return orjson.dumps(original, option=orjson.OPT_NON_STR_KEYS, default=str).decode()[:max_chars]
+    except Exception:  # an object whose str() raises, too deep, ...: the next encoder
         pass
     try:  # deeper than orjson's limit, or integers beyond 64 bits
-        return json.dumps(original, default=str, ensure_ascii=False)
-    except (TypeError, ValueError, RecursionError):
-        return repr(original)[: MAX_ORIGINAL_CHARS * 2]
+        return json.dumps(original, default=str, ensure_ascii=False)[:max_chars]
+    except Exception:
+        pass
+    try:
+        return repr(original)[:max_chars]
+    except Exception:
+        return f"[unprintable {type(original).__name__}]"
+
+
+def _size(original: Any, text: str) -> int:
+    if isinstance(original, bytes | bytearray | memoryview):
+        return len(original)
+    if isinstance(original, str):
+        return len(original.encode("utf-8", "replace"))
+    return len(text.encode("utf-8", "replace"))
+
+
+def _structured(original: Any) -> Any:
+    """The original as a JSON value (dict/list), parsed from text or bytes when it is JSON and not
+    too large; None when it is not a JSON object or array."""
+    if isinstance(original, dict | list | tuple):
+        return original
+    if isinstance(original, str):
+        if len(original) > STRUCTURED_MAX_BYTES or original.lstrip()[:1] not in ("{", "["):
+            return None
+    elif isinstance(original, bytes | bytearray | memoryview):
+        if len(original) > STRUCTURED_MAX_BYTES or bytes(original[:64]).lstrip()[:1] not in (b"{", b"["):
+            return None
+        original = bytes(original)
+    else:
+        return None
+    try:
+        parsed = orjson.loads(original)
+    except (orjson.JSONDecodeError, TypeError):
+        return None
+    return parsed if isinstance(parsed, dict | list) else None
 
 
 def dead_letter(
@@ -82,16 +122,26 @@ def dead_letter(
     secrets: frozenset[str] = frozenset(),
     detected_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """A dead letter (the `DeadLetter` shape, as a JSON-ready dict). Never raises on any input."""
+    """A dead letter (the `DeadLetter` shape, as a JSON-ready dict). Never raises on any input.
+
+    A JSON original (a dict or list, or text/bytes holding one) is redacted by key and pattern; when
+    nothing needed redacting, text keeps its exact original form."""
     text = original_text(original)
-    size = len(text.encode("utf-8", "replace"))
-    cut = bounded(text, MAX_ORIGINAL_CHARS)
+    size = _size(original, text)
+    structured = _structured(original)
+    if structured is not None:
+        clean = redact(structured, secrets)
+        if clean != structured or not isinstance(original, str | bytes | bytearray | memoryview):
+            text = original_text(clean)
+    head_only = len(text) >= TEXT_CAP_CHARS
+    scrubbed = _encodable(scrub(text, secrets))
+    cut = truncate(scrubbed, MAX_ORIGINAL_CHARS)
     return {
-        "reason": bounded(scrub(reason, secrets), MAX_REASON_CHARS),
+        "reason": _encodable(scrub_bounded(reason, MAX_REASON_CHARS, secrets)),
         "stage": stage,
-        "original": scrub(cut, secrets),
+        "original": cut,
         "original_bytes": size,
-        "original_truncated": len(cut) < len(text),
+        "original_truncated": head_only or len(scrubbed) > MAX_ORIGINAL_CHARS,
         "source_topic": source_topic,
         "source_partition": source_partition,
         "source_offset": source_offset,
@@ -100,6 +150,15 @@ def dead_letter(
         "source_line": source_line,
         "detected_at": _iso(detected_at or datetime.now(UTC)),
     }
+
+
+def _encodable(text: str) -> str:
+    """`text` as valid UTF-8: a lone surrogate (from a decoded JSON escape like "\\ud800") becomes '?'."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def encode_dead_letter(letter: dict[str, Any]) -> bytes:

@@ -8,7 +8,10 @@ reads it (nothing is read on the caller's behalf): usage comes from the JSON bod
 server-sent-event stream, from the chunk that carries it; the first data chunk gives the time to
 first token. A timeout or connection error, raised when sending or while reading the body, is
 recorded and re-raised unchanged. Parsing the request (model) and the response (usage) happens
-on the publisher's thread. Headers (Authorization, api-key) are never recorded.
+on the publisher's thread. Headers (Authorization, api-key) are never recorded; their values are
+registered as secrets to scrub (the policy keeps the 64 most recent). A successful response
+whose usage cannot be read (no usage in the JSON, a body that is not JSON or too large to parse,
+a stream without its usage chunk or closed early) is recorded with `usage="missing"`.
 """
 
 from __future__ import annotations
@@ -28,9 +31,11 @@ except ImportError as exc:
 
 
 from callstream.producers.openai_instrumentation import usage_fields
-from callstream.producers.recorder import CallContext, CallRecorder, get_recorder
+from callstream.producers.recorder import CallContext, CallRecorder, current_call_fields, get_recorder
 
-MAX_BUFFERED_BYTES = 4 * 1024 * 1024  # a JSON body beyond this is passed through but not parsed
+MAX_BUFFERED_BYTES = 4 * 1024 * 1024
+"""A JSON body (or a recorded stream, or one server-sent-event line) beyond this is passed through
+to the caller but not kept: memory per call is bounded, and the call's usage is then 'missing'."""
 _OPERATION_BY_PATH = (
     ("/chat/completions", "chat"),
     ("/completions", "text_completion"),
@@ -42,7 +47,7 @@ _SECRET_HEADERS = ("authorization", "api-key", "x-api-key", "x-goog-api-key")
 
 
 def _begin(recorder: CallRecorder, request: httpx.Request, defaults: dict[str, Any]) -> CallContext:
-    fields: dict[str, Any] = dict(defaults)
+    fields: dict[str, Any] = {**defaults, **current_call_fields()}
     fields["server_address"] = request.url.host or None
     path = request.url.path
     for suffix, operation in _OPERATION_BY_PATH:
@@ -117,10 +122,12 @@ class _Observer:
             if len(self.buffer) + len(chunk) <= MAX_BUFFERED_BYTES:
                 self.buffer += chunk
             return
-        if self.record_bodies:
+        if self.record_bodies and len(self.buffer) + len(chunk) <= MAX_BUFFERED_BYTES:
             self.buffer += chunk
         lines = (self.partial + chunk).split(b"\n")
         self.partial = lines.pop()
+        if len(self.partial) > MAX_BUFFERED_BYTES:  # one event line of megabytes: not ours to hold
+            self.partial = b""
         for line in lines:
             if not line.startswith(b"data:"):
                 continue
@@ -169,13 +176,15 @@ def _from_response(
         if body:
             item.setdefault("error_message", _error_text(body))
         return
+    item["usage"] = "missing"  # until a usage object is found below
     if sse:
         first = _sse_json(first_data)
         if isinstance(first, dict) and isinstance(first.get("model"), str):
             item["response_model"] = first["model"]
         usage_doc = _sse_json(usage_line)
-        if isinstance(usage_doc, dict):
-            item.update(usage_fields(usage_doc.get("usage")))
+        if isinstance(usage_doc, dict) and isinstance(usage_doc.get("usage"), dict):
+            item.update(usage_fields(usage_doc["usage"]))
+            item["usage"] = "reported"
         if record_bodies:
             item["response_body"] = body.decode("utf-8", "replace")
         return
@@ -186,7 +195,9 @@ def _from_response(
     if isinstance(doc, dict):
         if isinstance(doc.get("model"), str):
             item["response_model"] = doc["model"]
-        item.update(usage_fields(doc.get("usage")))
+        if isinstance(doc.get("usage"), dict):
+            item.update(usage_fields(doc["usage"]))
+            item["usage"] = "reported"
         if record_bodies:
             texts = [
                 (c.get("message") or {}).get("content") or c.get("text") for c in doc.get("choices") or []

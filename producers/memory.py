@@ -1,4 +1,5 @@
-"""An in-memory publisher: the same validation and safety rules as Kafka publishing, no broker.
+"""An in-memory publisher: the same preparation (validation, redaction, dead letters) as Kafka
+publishing (`publisher.prepare_item`), no broker.
 
 For tests of instrumentation (where Kafka is not the point) and for dry runs. Events are prepared
 synchronously on the caller's thread, so a test can assert right after the call returns.
@@ -10,12 +11,11 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from pydantic import ValidationError
+import orjson
 
-from callstream.producers.contract import RawCallEvent, describe_validation_error
-from callstream.producers.deadletter import dead_letter
-from callstream.producers.prepare import Policy, build_event
-from callstream.producers.publisher import PublisherStats, complete_item, safe_original
+from callstream.producers.contract import RawCallEvent
+from callstream.producers.prepare import Policy
+from callstream.producers.publisher import PublisherStats, prepare_item
 
 
 class MemoryPublisher:
@@ -31,17 +31,12 @@ class MemoryPublisher:
             return [RawCallEvent.model_validate(w) for w in self.wire]
 
     def put(self, item: dict[str, Any]) -> None:
-        item = complete_item(item)
-        try:
-            wire = build_event(item, self.policy)
-        except (ValidationError, ValueError, TypeError) as exc:
-            reason = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
-            letter = dead_letter(f"invalid event: {reason}", "producer", safe_original(item, self.policy))
-            with self._lock:
-                self.dead_letters.append(letter)
-            return
+        prepared = prepare_item(item, self.policy)
         with self._lock:
-            self.wire.append(wire)
+            if isinstance(prepared, dict):
+                self.dead_letters.append(prepared)
+            else:
+                self.wire.append(orjson.loads(prepared[1]))
 
     def add_secrets(self, secrets: Iterable[str]) -> None:
         self.policy = self.policy.with_secrets(secrets)

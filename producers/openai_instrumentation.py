@@ -12,7 +12,9 @@ with their status. Reading usage from the response happens off the caller's thre
 
 Streamed token counts need the final usage chunk, which the server sends only when the request
 asks for it (`stream_options={"include_usage": True}`); callstream does not add it behind the
-caller's back, because it changes what the stream yields.
+caller's back, because it changes what the stream yields. A successful response without usage (a
+stream without its usage chunk, one closed early, a gateway that drops usage) is recorded with
+`usage="missing"`: its tokens are unknown, not zero, and the stream leaves it unpriced.
 
 `openai` is an optional dependency (extra "openai") and is never imported here: the client is duck-typed.
 """
@@ -25,7 +27,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from callstream.producers.recorder import CallContext, CallRecorder, get_recorder
+from callstream.producers.recorder import CallContext, CallRecorder, current_call_fields, get_recorder
 
 C = TypeVar("C")
 
@@ -40,7 +42,8 @@ def instrument_openai(
     """Wrap the client's create methods in place; returns the same client. Idempotent.
 
     `defaults` are RawCallEvent fields stamped on every event of this client (service_name,
-    environment, user_id, metadata, ...).
+    environment, user_id, session_id, metadata, ...); a `call_fields(...)` block around a call
+    overrides them, and `create(user=...)` becomes `user_id` unless one is set already.
     """
     rec = recorder or get_recorder()
     api_key = getattr(client, "api_key", None)
@@ -110,7 +113,7 @@ class _Site:
         self.defaults = dict(defaults)
 
     def begin(self, kwargs: Mapping[str, Any]) -> CallContext:
-        fields: dict[str, Any] = dict(self.defaults)
+        fields: dict[str, Any] = {**self.defaults, **current_call_fields()}
         fields["operation_name"] = self.operation
         if self.server:
             fields["server_address"] = self.server
@@ -221,16 +224,23 @@ def _from_response(result: Any, record_bodies: bool, item: dict[str, Any]) -> No
     model = _get(result, "model")
     if isinstance(model, str) and model:
         item["response_model"] = model
-    item.update(usage_fields(_get(result, "usage")))
+    usage = _get(result, "usage")
+    if usage is None:
+        item["usage"] = "missing"
+    item.update(usage_fields(usage))
     if record_bodies:
         choices = _get(result, "choices") or []
         texts = [_get(_get(c, "message"), "content") or _get(c, "text") for c in choices]
         item["response_body"] = "\n".join(t for t in texts if isinstance(t, str))
 
 
-def _from_stream(model: str | None, usage: Any, text: list[str] | None, item: dict[str, Any]) -> None:
+def _from_stream(
+    model: str | None, usage: Any, text: list[str] | None, started: bool, item: dict[str, Any]
+) -> None:
     if model:
         item["response_model"] = model
+    if usage is None and (started or item.get("error_type") is None):
+        item["usage"] = "missing"  # no usage chunk, or closed early: tokens were spent, count unknown
     item.update(usage_fields(usage))
     if text is not None:
         item["response_body"] = "".join(text)
@@ -278,7 +288,8 @@ class _StreamState:
         ctx = self.ctx
         if "time_to_first_token_ms" not in ctx.fields and self.first_chunk_ms is not None:
             ctx.fields["time_to_first_token_ms"] = self.first_chunk_ms
-        ctx.defer(functools.partial(_from_stream, self.model, self.usage, self.text))
+        started = self.first_chunk_ms is not None
+        ctx.defer(functools.partial(_from_stream, self.model, self.usage, self.text, started))
         if note:
             metadata = dict(ctx.fields.get("metadata") or {})
             metadata["callstream.stream"] = note

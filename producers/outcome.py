@@ -1,8 +1,9 @@
 """How a failed call is named: error.type, HTTP status and message, from whatever exception it raised.
 
 Timeouts and connection errors get fixed names ('timeout', 'connection_error') whichever client
-raised them, because the seed's client lost exactly these. Everything here is cheap enough to run
-on the caller's thread: isinstance checks and attribute reads, no formatting of large strings.
+raised them, because a client that logs only after a response loses exactly these. Everything
+here is cheap enough to run on the caller's thread: isinstance checks and attribute reads, no
+formatting of large strings.
 """
 
 from __future__ import annotations

@@ -1,31 +1,68 @@
-"""Turn what a caller recorded into a validated RawCallEvent wire dict, safely.
+"""Turn what a caller recorded (or a log line said) into a validated RawCallEvent wire dict, safely.
 
-Runs on the publisher's background thread (never on the caller's), so validation and encoding cost
-the caller nothing. This is where the safety rules live: secrets are scrubbed from every string
-that leaves the process, prompt and response bodies are dropped unless enabled, and metadata is
-flattened to scalars and capped in size with a visible marker.
+Runs on the publisher's background thread (never on the caller's) and in `callstream ingest`, so
+both apply the same rules: every string that leaves the process is scrubbed of secrets
+(producers.redaction), prompt and response bodies are dropped unless enabled, metadata is
+flattened to scalars and capped in size with a visible marker, and the privacy option decides
+whether `user_id` and `metadata.client_ip` are kept, pseudonymised or dropped.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import math
 import uuid
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from callstream.errors import ConfigurationError
 from callstream.producers.contract import MAX_METADATA_KEYS, MetadataValue, RawCallEvent
-from callstream.producers.redaction import REDACTED, is_sensitive_key, scrub
-from callstream.producers.settings import ProducerSettings
+from callstream.producers.redaction import (
+    REDACTED,
+    TRUNCATED,
+    is_sensitive_key,
+    redact,
+    scrub,
+    scrub_bounded,
+    truncate,
+)
+from callstream.producers.settings import PrivacyMode, ProducerSettings
 
-TRUNCATED_SUFFIX = "…[truncated]"
+TRUNCATED_SUFFIX = TRUNCATED
 METADATA_TRUNCATED_KEY = "callstream.truncated"
 MAX_KEY_CHARS = 128
+MAX_METADATA_DEPTH = 8
+"""Nested metadata is flattened to `a.b.c` keys down to this depth; anything deeper is a marker."""
+TOO_DEEP_VALUE = f"[nested deeper than {MAX_METADATA_DEPTH} levels]"
+MAX_FIELD_CHARS = 1_024
+"""String fields are cut to this before validation (the contract then rejects names over 256
+characters with a reason): a megabyte model name costs one bounded scrub, not a megabyte regex scan."""
+MAX_SECRETS = 64
+"""Registered secrets kept (most recently registered last); older ones are forgotten first."""
+PSEUDONYM_HEX_CHARS = 32
 
 # Caller items may carry these besides RawCallEvent fields.
 _BODY_KEYS = ("request_body", "response_body")
+# RawCallEvent string fields other than event_time and error_message (which has its own cap).
+_TEXT_FIELDS = (
+    "event_id",
+    "operation_name",
+    "provider_name",
+    "request_model",
+    "response_model",
+    "error_type",
+    "server_address",
+    "service_name",
+    "environment",
+    "user_id",
+    "session_id",
+)
+CLIENT_IP_KEY = "client_ip"
 
 
 @dataclass(frozen=True)
@@ -39,10 +76,22 @@ class Policy:
     error_message_max_chars: int = 500
     service_name: str | None = None
     environment: str | None = None
-    secrets: frozenset[str] = field(default_factory=frozenset)
+    secrets: tuple[str, ...] = ()
+    user_id_mode: PrivacyMode = "keep"
+    client_ip_mode: PrivacyMode = "keep"
+    hash_key: bytes | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        hashed = [name for name in ("user_id", "client_ip") if getattr(self, f"{name}_mode") == "hash"]
+        if hashed and not self.hash_key:
+            raise ConfigurationError(
+                f"{' and '.join(hashed)} mode 'hash' needs a key: set CALLSTREAM_PRODUCER_PRIVACY_HASH_KEY "
+                "(a long random secret, the same in every process whose events are aggregated together)"
+            )
 
     @classmethod
     def from_settings(cls, settings: ProducerSettings, secrets: Iterable[str] = ()) -> Policy:
+        key = settings.privacy_hash_key
         return cls(
             record_bodies=settings.record_bodies,
             body_max_chars=settings.body_max_chars,
@@ -51,68 +100,119 @@ class Policy:
             error_message_max_chars=settings.error_message_max_chars,
             service_name=settings.service_name,
             environment=settings.environment,
-            secrets=frozenset(s for s in secrets if s and len(s) >= 6),
-        )
+            user_id_mode=settings.user_id_mode,
+            client_ip_mode=settings.client_ip_mode,
+            hash_key=key.get_secret_value().encode() if key is not None else None,
+        ).with_secrets(secrets)
 
     def with_secrets(self, secrets: Iterable[str]) -> Policy:
-        new = frozenset(s for s in secrets if s and len(s) >= 6)
-        if new <= self.secrets:
+        """This policy with `secrets` registered as the most recent ones (at most MAX_SECRETS kept).
+        Returns the same object when nothing changes, so registering a key on every call is cheap."""
+        kept = list(self.secrets)
+        changed = False
+        for secret in secrets:
+            if not secret or len(secret) < 6:
+                continue
+            if kept and kept[-1] == secret:
+                continue
+            if secret in kept:
+                kept.remove(secret)
+            kept.append(secret)
+            changed = True
+        if not changed:
             return self
-        return Policy(**{**self.__dict__, "secrets": self.secrets | new})
+        return replace(self, secrets=tuple(kept[-MAX_SECRETS:]))
 
 
-def truncate(text: str, max_chars: int) -> str:
-    if len(text) <= max_chars:
-        return text
-    return text[: max(0, max_chars - len(TRUNCATED_SUFFIX))] + TRUNCATED_SUFFIX
+def pseudonym(value: str, key: bytes) -> str:
+    """A keyed HMAC-SHA256 of `value` (hex, 128 bits): the same for the same value and key, so
+    per-user aggregates still work, and not reversible without the key."""
+    return hmac.new(key, value.encode("utf-8", "replace"), hashlib.sha256).hexdigest()[:PSEUDONYM_HEX_CHARS]
 
 
-def _flatten(value: Mapping[Any, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
-    for key, item in value.items():
-        name = f"{prefix}{key}"
+def _private(value: Any, mode: PrivacyMode, key: bytes | None) -> Any:
+    """`value` as the privacy mode wants it: itself, its pseudonym, or None (dropped)."""
+    if value is None or mode == "keep":
+        return value
+    if mode == "drop":
+        return None
+    assert key is not None  # Policy refuses 'hash' without a key
+    return pseudonym(str(value), key)
+
+
+def _flatten(value: Mapping[Any, Any]) -> Iterator[tuple[str, Any]]:
+    """(`a.b.c`, scalar) pairs in order, without recursion; deeper than MAX_METADATA_DEPTH, a marker."""
+    stack: list[tuple[str, Iterator[tuple[Any, Any]]]] = [("", iter(value.items()))]
+    while stack:
+        prefix, items = stack[-1]
+        entry = next(items, None)
+        if entry is None:
+            stack.pop()
+            continue
+        name = f"{prefix}{entry[0]}"
+        item = entry[1]
         if isinstance(item, Mapping) and item:
-            yield from _flatten(item, name + ".")
+            if len(stack) >= MAX_METADATA_DEPTH:
+                yield name, TOO_DEEP_VALUE
+            else:
+                stack.append((name + ".", iter(item.items())))
         else:
             yield name, item
 
 
 def _scalar(value: Any) -> MetadataValue:
-    if value is None or isinstance(value, str | bool | int | float):
+    """A metadata value the contract accepts: big integers and non-finite floats become text,
+    containers become (bounded) JSON text, anything unencodable a marker."""
+    if value is None or isinstance(value, str | bool):
         return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**63 else str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
     try:
         return orjson.dumps(value, default=str).decode()
     except (TypeError, orjson.JSONEncodeError):
-        return repr(value)
+        return f"[unencodable {type(value).__name__}]"
 
 
 def sanitize_metadata(
     metadata: Mapping[Any, Any] | None, policy: Policy, reserve_keys: int = 0
 ) -> dict[str, MetadataValue]:
-    """Flat scalar metadata, secrets redacted, values and total size capped.
+    """Flat scalar metadata, secrets redacted, client_ip per the privacy option, values and total
+    size capped.
 
     When keys must be dropped, the key `callstream.truncated` says how many and why, so a truncated
     record is never mistaken for a complete one.
     """
     if not metadata:
         return {}
-    items = list(_flatten(metadata))
+    if not isinstance(metadata, Mapping):
+        raise ValueError(f"metadata must be a JSON object, got {type(metadata).__name__}")
     out: dict[str, MetadataValue] = {}
     budget = policy.metadata_max_bytes - 96  # room for the marker
     used = 2
-    for index, (raw_key, raw_value) in enumerate(items):
-        key = truncate(str(raw_key), MAX_KEY_CHARS)
+    pairs = _flatten(metadata)
+    seen = 0
+    for raw_key, raw_value in pairs:
+        seen += 1
+        key = scrub_bounded(str(raw_key), MAX_KEY_CHARS, policy.secrets)
         value: MetadataValue
         if is_sensitive_key(key):
             value = REDACTED
         else:
             value = _scalar(raw_value)
             if isinstance(value, str):
-                value = truncate(scrub(value, policy.secrets), policy.metadata_value_max_chars)
+                value = scrub_bounded(value, policy.metadata_value_max_chars, policy.secrets)
+            if key.rsplit(".", 1)[-1].lower() == CLIENT_IP_KEY:
+                if policy.client_ip_mode == "drop":
+                    continue
+                value = _private(value, policy.client_ip_mode, policy.hash_key)
         size = len(key.encode()) + len(orjson.dumps(value)) + 4
         if used + size > budget or len(out) >= MAX_METADATA_KEYS - 1 - reserve_keys:
-            dropped = len(items) - index
+            total = seen + sum(1 for _ in pairs)
+            dropped = total - seen + 1
             out[METADATA_TRUNCATED_KEY] = (
-                f"{dropped} of {len(items)} keys dropped: metadata is capped at "
+                f"{dropped} of {total} keys dropped: metadata is capped at "
                 f"{policy.metadata_max_bytes} bytes and {MAX_METADATA_KEYS} keys"
             )
             break
@@ -121,8 +221,15 @@ def sanitize_metadata(
     return out
 
 
+def _event_time(start: Any) -> datetime:
+    try:
+        return datetime.fromtimestamp(float(start), UTC)
+    except (OverflowError, OSError, ValueError) as exc:
+        raise ValueError(f"start_time {str(start)[:40]} is not a time in range") from exc
+
+
 def build_event(item: Mapping[str, Any], policy: Policy) -> dict[str, Any]:
-    """A caller's item -> RawCallEvent wire dict. Raises pydantic.ValidationError or ValueError if invalid.
+    """A caller's item -> RawCallEvent wire dict. Raises (ValidationError, ValueError, ...) if invalid.
 
     `start_time` (epoch seconds) may stand in for `event_time`; `request_body` / `response_body`
     are kept (truncated, in metadata) only when the policy enables bodies.
@@ -134,15 +241,17 @@ def build_event(item: Mapping[str, Any], policy: Policy) -> dict[str, Any]:
     if "event_time" not in fields:
         if start is None:
             raise ValueError("event has neither event_time nor start_time")
-        fields["event_time"] = datetime.fromtimestamp(float(start), UTC)
+        fields["event_time"] = _event_time(start)
     bodies = {key: fields.pop(key) for key in _BODY_KEYS if key in fields}
     metadata = fields.get("metadata")
     if policy.record_bodies and bodies:
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise ValueError(f"metadata must be a JSON object, got {type(metadata).__name__}")
         metadata = dict(metadata or {})
         for key, body in bodies.items():
             if body is not None:
-                text = body if isinstance(body, str) else orjson.dumps(body, default=str).decode()
-                metadata[key] = truncate(scrub(text, policy.secrets), policy.body_max_chars)
+                text = body if isinstance(body, str) else str(_scalar(body))
+                metadata[key] = scrub_bounded(text, policy.body_max_chars, policy.secrets)
         others = {k: v for k, v in metadata.items() if k not in _BODY_KEYS}
         clean = sanitize_metadata(others, policy, reserve_keys=len(_BODY_KEYS))
         # Bodies bypass the per-value cap (they have their own) but not the redaction of secrets.
@@ -154,11 +263,61 @@ def build_event(item: Mapping[str, Any], policy: Policy) -> dict[str, Any]:
         fields["metadata"] = sanitize_metadata(metadata, policy)
     message = fields.get("error_message")
     if message is not None:
-        fields["error_message"] = truncate(
-            scrub(str(message), policy.secrets), policy.error_message_max_chars
-        )
+        fields["error_message"] = scrub_bounded(str(message), policy.error_message_max_chars, policy.secrets)
+    for key in _TEXT_FIELDS:
+        value = fields.get(key)
+        if isinstance(value, str):
+            fields[key] = scrub_bounded(value, MAX_FIELD_CHARS, policy.secrets)
+    if "user_id" in fields:
+        fields["user_id"] = _private(fields["user_id"], policy.user_id_mode, policy.hash_key)
     if policy.service_name and not fields.get("service_name"):
         fields["service_name"] = policy.service_name
     if policy.environment and not fields.get("environment"):
         fields["environment"] = policy.environment
     return RawCallEvent.model_validate(fields).to_wire()
+
+
+def _private_metadata(metadata: Mapping[Any, Any], policy: Policy, depth: int = 0) -> dict[Any, Any]:
+    """`metadata` with every `client_ip` (at any depth down to MAX_METADATA_DEPTH) per the privacy option."""
+    out: dict[Any, Any] = {}
+    for key, value in metadata.items():
+        if str(key).lower() == CLIENT_IP_KEY:
+            if policy.client_ip_mode != "drop":
+                out[key] = _private(value, policy.client_ip_mode, policy.hash_key)
+        elif isinstance(value, Mapping) and depth < MAX_METADATA_DEPTH:
+            out[key] = _private_metadata(value, policy, depth + 1)
+        else:
+            out[key] = value
+    return out
+
+
+def safe_original(item: Mapping[Any, Any], policy: Policy) -> Any:
+    """An input that failed validation, as it may leave the process in a dead letter: internal keys
+    (`_deferred`) and bodies (unless enabled) left out, `user_id` and every nested `client_ip` per
+    the privacy option, then redacted by key and pattern (producers.redaction.redact)."""
+    out: dict[Any, Any] = {}
+    for key, value in item.items():
+        if isinstance(key, str) and (key.startswith("_") or (key in _BODY_KEYS and not policy.record_bodies)):
+            continue
+        if key == "user_id":
+            if policy.user_id_mode == "drop":
+                continue
+            value = _private(value, policy.user_id_mode, policy.hash_key)
+        elif isinstance(value, Mapping):  # metadata, and any other object a caller nested a client_ip in
+            value = _private_metadata(value, policy)
+        out[key] = value
+    return redact(out, policy.secrets)
+
+
+__all__ = [
+    "METADATA_TRUNCATED_KEY",
+    "REDACTED",
+    "Policy",
+    "PrivacyMode",
+    "build_event",
+    "pseudonym",
+    "safe_original",
+    "sanitize_metadata",
+    "scrub",
+    "truncate",
+]

@@ -2,18 +2,23 @@
 
 The caller hands over a plain dict (`put`): one deque append, no validation, no encoding, no I/O.
 The background thread validates and encodes each event (producers.prepare), packs events into JSON
-arrays (one Kafka message per batch, bounded by count and bytes) and produces them with an
-idempotent confluent-kafka producer (acks=all, lz4). Delivery reports decide what happens next:
+arrays per raw-topic partition of their ids (producers.packing: one Kafka message per batch, bounded
+by count and bytes) and produces them with an idempotent confluent-kafka producer (acks=all, lz4).
+Delivery reports, matched by librdkafka error code, decide what happens next:
 
 - acknowledged: counted as published;
+- too large for the broker: split in two and sent again; a single event too large is dead-lettered;
 - failed, or still unacknowledged at shutdown: written to the durable spool (producers.spool);
 - while Kafka is unreachable, new batches go straight to the spool; a metadata probe every
   `spool_retry_interval_ms` notices when it is back, and the spool (also one left by an earlier
   process) is drained.
 
-When the in-memory queue is full, the caller's thread writes the event to the spool itself (a
-buffered file append): the only case where the caller does any I/O, and still never waits for
-Kafka. Invalid events go to the dead-letter topic (counted and logged), never silently away.
+When the in-memory queue is full, the caller's thread prepares the event (validation and redaction,
+so nothing unredacted reaches the disk) and writes it to the spool itself (a buffered file append):
+the only case where the caller does any I/O, and still never waits for Kafka. Invalid events go to
+the dead-letter topic (counted and logged, redacted like everything else), never silently away.
+What this thread holds in memory is bounded: the queue (`queue_max_events`), librdkafka's send
+queue (`kafka_queue_max_kbytes`) and one spool segment being drained.
 """
 
 from __future__ import annotations
@@ -30,13 +35,15 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
+from confluent_kafka import KafkaError, KafkaException
 from pydantic import ValidationError
 
 from callstream import logs
-from callstream.producers.contract import describe_validation_error, partition_for_event_id
+from callstream.producers.contract import describe_validation_error
 from callstream.producers.deadletter import dead_letter, encode_dead_letter
-from callstream.producers.prepare import Policy, build_event
-from callstream.producers.redaction import scrub
+from callstream.producers.packing import pack_by_partition
+from callstream.producers.prepare import Policy, build_event, safe_original
+from callstream.producers.redaction import ScrubbingFilter, scrub
 from callstream.producers.settings import ProducerSettings
 from callstream.producers.spool import KIND_BATCH, KIND_DEADLETTER, KIND_ITEMS, ClaimedSegment, Spool
 from callstream.settings import KafkaSettings
@@ -45,6 +52,42 @@ log = logs.get(__name__)
 
 DEFERRED_KEY = "_deferred"
 """Item key for a callable(item) that completes the item off the caller's thread (e.g. reads usage)."""
+TOKEN_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+    "reasoning_output_tokens",
+)
+
+# librdkafka error codes, matched by value (never by name strings)
+SIZE_ERRORS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE})
+UNREACHABLE_ERRORS = frozenset(
+    {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE, KafkaError._AUTHENTICATION}
+)
+PURGE_ERRORS = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
+PARTITION_RETRY_S = 30.0
+"""How often the raw topic's partition count is asked again while it is unknown."""
+
+
+def error_code(err: Any) -> int | None:
+    """The librdkafka code of a KafkaError (or of a KafkaException's error), None for anything else."""
+    if isinstance(err, KafkaException) and err.args:
+        err = err.args[0]
+    code = getattr(err, "code", None)
+    try:
+        return int(code()) if callable(code) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def describe_error(err: Any) -> str:
+    """A Kafka error (or any exception) as a short, scrubbed line for logs and reasons."""
+    try:
+        text = err.str() if isinstance(err, KafkaError) else f"{type(err).__name__}: {err}"
+    except Exception:
+        text = type(err).__name__
+    return scrub(text)[:500]
 
 
 @dataclass(frozen=True)
@@ -77,33 +120,41 @@ class Publisher(Protocol):
 
 
 def complete_item(item: dict[str, Any]) -> dict[str, Any]:
-    """Run the item's deferred extraction, if any; a failing extractor never loses the event."""
+    """Run the item's deferred extraction, if any (a failing extractor never loses the event), then
+    mark a successful call that reported no token count at all as `usage="missing"`: its tokens
+    are unknown, not zero, and the stream leaves it unpriced instead of costing it $0."""
     deferred = item.pop(DEFERRED_KEY, None)
     if deferred is not None:
         try:
             deferred(item)
         except Exception as exc:  # the event still counts; only the extra detail is lost
-            metadata = dict(item.get("metadata") or {})
-            metadata["callstream.extraction_error"] = f"{type(exc).__name__}: {exc}"[:200]
+            metadata = item.get("metadata")
+            metadata = dict(metadata) if isinstance(metadata, Mapping) else {}
+            metadata["callstream.extraction_error"] = describe_error(exc)[:200]
             item["metadata"] = metadata
+    if (
+        "usage" not in item
+        and item.get("error_type") is None
+        and not any(item.get(key) is not None for key in TOKEN_FIELDS)
+    ):
+        item["usage"] = "missing"
     return item
 
 
-def safe_original(item: Mapping[str, Any], policy: Policy) -> dict[str, Any]:
-    """An invalid item as it may leave the process: no bodies unless enabled, secrets scrubbed."""
-    out: dict[str, Any] = {}
-    for key, value in item.items():
-        if key in ("request_body", "response_body") and not policy.record_bodies:
-            continue
-        if key == DEFERRED_KEY:
-            continue
-        text = (
-            orjson.dumps(value, default=str).decode()
-            if not isinstance(value, str | int | float | bool)
-            else value
+def prepare_item(item: dict[str, Any], policy: Policy) -> tuple[str, bytes] | dict[str, Any]:
+    """A caller's item -> (event_id, encoded event), or the dead letter that replaces it. Never raises."""
+    try:
+        event = build_event(complete_item(item), policy)
+        return event["event_id"], orjson.dumps(event)
+    except Exception as exc:  # any input, however odd, ends up as an event or a dead letter
+        reason = describe_validation_error(exc) if isinstance(exc, ValidationError) else describe_error(exc)
+        try:
+            original: Any = safe_original(item, policy)
+        except Exception:
+            original = "[original could not be redacted; left out]"
+        return dead_letter(
+            f"invalid event: {reason}", "producer", original, secrets=frozenset(policy.secrets)
         )
-        out[key] = scrub(text, policy.secrets)[:4096] if isinstance(text, str) else text
-    return out
 
 
 @dataclass
@@ -112,6 +163,7 @@ class _Pending:
     payload: bytes
     count: int
     origin: _Drain | None
+    partition: int | None = None
 
 
 class _Drain:
@@ -147,25 +199,28 @@ class KafkaPublisher:
         self.settings = settings or ProducerSettings()
         self.kafka = kafka or KafkaSettings()
         self.policy = policy or Policy.from_settings(self.settings)
-        self.topic = self.settings.raw_topic(self.kafka)
-        self.deadletter_topic = self.settings.deadletter_topic_name(self.kafka)
+        self.topic = self.kafka.topic(self.settings.raw_topic)
+        self.deadletter_topic = self.kafka.topic(self.settings.deadletter_topic)
         self._queue: deque[dict[str, Any]] = deque()
         self._queue_max = self.settings.queue_max_events
         self._batch_events = self.settings.batch_max_events
         self._wake = threading.Event()
-        self._spool: Spool | None = (
-            Spool(
+        self._spool: Spool | None = None
+        if self.settings.spool_max_bytes > 0:
+            self._spool = Spool(
                 self.settings.spool_dir,
                 self.settings.spool_max_bytes,
                 self.settings.spool_segment_max_bytes,
                 self.settings.spool_fsync,
             )
-            if self.settings.spool_max_bytes > 0
-            else None
-        )
+            log.info(
+                "publisher spool", path=str(self._spool.directory), max_bytes=self.settings.spool_max_bytes
+            )
+        else:
+            log.warning("publisher spool disabled: events Kafka cannot take are dropped (and counted)")
         self._conf = self.settings.confluent_config(self.kafka) | {
             "error_cb": self._on_error,
-            "logger": logging.getLogger("callstream.librdkafka"),
+            "logger": librdkafka_logger(),
         }
         self._factory = producer_factory or _confluent_producer
         self._producer: Any = self._factory(self._conf)
@@ -173,6 +228,7 @@ class KafkaPublisher:
         self._seq = itertools.count()
         self._available = True
         self._partitions: int | None = None
+        self._next_partition_check = 0.0
         self._fatal = False
         self._busy = False
         self._drain: _Drain | None = None
@@ -212,14 +268,24 @@ class KafkaPublisher:
             self._wake.set()
 
     def _overflow(self, item: dict[str, Any]) -> None:
+        """Queue full: prepare the event here (so that only redacted data reaches the disk) and spool
+        it; an invalid one is spooled as its dead letter (counted `invalid`, like on the thread)."""
+        kind = KIND_BATCH
         try:
-            payload = orjson.dumps([complete_item(item)], default=str)
-            stored = self._spool is not None and self._spool.append(KIND_ITEMS, payload, 1)
+            prepared = prepare_item(item, self.policy)
+            if isinstance(prepared, dict):
+                kind, payload = KIND_DEADLETTER, encode_dead_letter(prepared)
+            else:
+                payload = b"[" + prepared[1] + b"]"
+            stored = self._spool is not None and self._spool.append(kind, payload, 1)
         except Exception:
             stored = False
         with self._lock:
             self._counts["overflowed"] += 1
-            self._counts["spooled" if stored else "dropped"] += 1
+            if kind == KIND_DEADLETTER:
+                self._counts["invalid"] += 1
+            if kind == KIND_BATCH or not stored:
+                self._counts["spooled" if stored else "dropped"] += 1
         if not stored:
             self._warn("event dropped: queue full and spool full or disabled", queue_max=self._queue_max)
 
@@ -237,8 +303,8 @@ class KafkaPublisher:
                 self._wake.clear()
                 try:
                     self._step()
-                except Exception:  # a bug or a broken producer must not stop publishing for good
-                    log.exception("publisher step failed; continuing")
+                except Exception as exc:  # a bug or a broken producer must not stop publishing for good
+                    log.error("publisher step failed; continuing", error=describe_error(exc))
                     time.sleep(min(1.0, max(0.01, linger_s)))
         finally:
             self._shutdown()
@@ -265,45 +331,49 @@ class KafkaPublisher:
 
     def _publish_items(self, items: list[dict[str, Any]], origin: _Drain | None = None) -> None:
         """Validate, encode and pack into JSON arrays of at most batch_max_events / batch_max_bytes,
-        one array per partition of the events' ids (producers.contract.partition_for_event_id), so
-        the stream finds every copy of an event on one partition without re-routing it."""
-        batches: dict[int | None, tuple[list[bytes], int]] = {}
-        max_bytes = self.settings.batch_max_bytes
+        one array per partition of the events' ids (producers.packing), so the stream finds every
+        copy of an event on one partition without re-routing it. Invalid items become dead letters."""
         policy = self.policy
-        partitions = self._partition_count()
+        events: list[tuple[str, bytes]] = []
         for item in items:
-            try:
-                event = build_event(complete_item(item), policy)
-                encoded = orjson.dumps(event)
-            except (ValidationError, ValueError, TypeError) as exc:
-                self._invalid(item, exc, origin)
-                continue
-            partition = partition_for_event_id(event["event_id"], partitions) if partitions else None
-            parts, size = batches.get(partition, ([], 2))
-            if parts and (len(parts) >= self._batch_events or size + len(encoded) + 1 > max_bytes):
-                self._send(KIND_BATCH, b"[" + b",".join(parts) + b"]", len(parts), origin, partition)
-                parts, size = [], 2
-            parts.append(encoded)
-            batches[partition] = (parts, size + len(encoded) + 1)
-        for partition, (parts, _) in batches.items():
-            if parts:
-                self._send(KIND_BATCH, b"[" + b",".join(parts) + b"]", len(parts), origin, partition)
+            prepared = prepare_item(item, policy)
+            if isinstance(prepared, dict):
+                self._invalid(prepared, origin)
+            else:
+                events.append(prepared)
+        self._send_events(events, origin)
+
+    def _send_events(self, events: list[tuple[str, bytes]], origin: _Drain | None) -> None:
+        partitions = self._partition_count()
+        for message in pack_by_partition(
+            events, partitions, self.settings.batch_max_bytes, self._batch_events
+        ):
+            self._send(KIND_BATCH, message.payload, message.count, origin, message.partition)
 
     def _partition_count(self) -> int | None:
-        """Partitions of the raw topic, from metadata fetched once Kafka answers (None until then)."""
-        if self._partitions is None and self._available:
-            with contextlib.suppress(Exception):
-                topic = self._producer.list_topics(self.topic, timeout=1.0).topics.get(self.topic)
-                if topic is not None and topic.error is None and topic.partitions:
-                    self._partitions = len(topic.partitions)
+        """Partitions of the raw topic, fetched once Kafka answers (asked again every
+        PARTITION_RETRY_S while unknown, and whenever Kafka is found reachable again: until then the
+        client picks partitions, and the stream re-routes what lands elsewhere)."""
+        if self._partitions is None and self._available and time.monotonic() >= self._next_partition_check:
+            self._next_partition_check = time.monotonic() + PARTITION_RETRY_S
+            try:
+                self._learn_partitions(self._producer.list_topics(self.topic, timeout=1.0))
+            except Exception as exc:
+                self._warn(
+                    "raw topic metadata unavailable; not choosing partitions yet", error=describe_error(exc)
+                )
         return self._partitions
 
-    def _invalid(self, item: dict[str, Any], exc: Exception, origin: _Drain | None) -> None:
-        reason = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
+    def _learn_partitions(self, metadata: Any) -> None:
+        topic = metadata.topics.get(self.topic)
+        if self._partitions is None and topic is not None and topic.error is None and topic.partitions:
+            self._partitions = len(topic.partitions)
+            log.info("raw topic partitions", topic=self.topic, partitions=self._partitions)
+
+    def _invalid(self, letter: dict[str, Any], origin: _Drain | None) -> None:
         with self._lock:
             self._counts["invalid"] += 1
-        self._warn("invalid call event sent to the dead-letter topic", reason=reason)
-        letter = dead_letter(f"invalid event: {reason}", "producer", safe_original(item, self.policy))
+        self._warn("invalid call event sent to the dead-letter topic", reason=letter["reason"])
         self._send(KIND_DEADLETTER, encode_dead_letter(letter), 1, origin)
 
     def _send(
@@ -311,11 +381,11 @@ class KafkaPublisher:
     ) -> None:
         if origin is not None:
             origin.outstanding += 1
+        pending = _Pending(kind, payload, count, origin, partition)
         if not self._available:
-            self._respool(_Pending(kind, payload, count, origin))
+            self._respool(pending)
             return
         seq = next(self._seq)
-        pending = _Pending(kind, payload, count, origin)
         self._inflight[seq] = pending
         topic = self.deadletter_topic if kind == KIND_DEADLETTER else self.topic
         callback = self._delivery_callback(seq)
@@ -328,10 +398,20 @@ class KafkaPublisher:
                 return
             except BufferError:  # librdkafka's own queue is full: let it drain a little
                 self._producer.poll(0.05 * (attempt + 1))
+            except KafkaException as exc:
+                self._inflight.pop(seq, None)
+                if error_code(exc) in SIZE_ERRORS:  # over message.max.bytes: refused before sending
+                    self._too_large(pending)
+                else:
+                    self._warn("produce failed", error=describe_error(exc))
+                    self._available = False
+                    self._failed(pending, describe_error(exc))
+                return
             except Exception as exc:
-                self._warn("produce failed", error=str(exc))
+                self._warn("produce failed", error=describe_error(exc))
                 break
         self._inflight.pop(seq, None)
+        self._available = False  # the spool's probe paces the next attempts: no hot retry loop
         self._failed(pending, "produce failed")
 
     def _delivery_callback(self, seq: int) -> Callable[[Any, Any], None]:
@@ -355,29 +435,37 @@ class KafkaPublisher:
         return on_delivery
 
     def _on_delivery_error(self, pending: _Pending, err: Any) -> None:
-        name = err.name() if hasattr(err, "name") else str(err)
-        if (
-            name in ("MSG_SIZE_TOO_LARGE", "_MSG_SIZE_TOO_LARGE", "INVALID_MSG_SIZE")
-            and pending.kind == KIND_BATCH
-        ):
-            self._split(pending)
+        code = error_code(err)
+        if code in SIZE_ERRORS:
+            self._too_large(pending)
             return
-        if not name.startswith("_PURGE"):
+        if code not in PURGE_ERRORS:
             self._available = False
-        self._failed(pending, name)
+        self._failed(pending, describe_error(err))
 
-    def _split(self, pending: _Pending) -> None:
-        events = orjson.loads(pending.payload)
-        if len(events) <= 1:
+    def _too_large(self, pending: _Pending) -> None:
+        """A message the broker (or librdkafka) refused for its size: a batch is split in two and sent
+        again; a single event too large for any message goes to the dead-letter topic."""
+        try:
+            events = orjson.loads(pending.payload) if pending.kind == KIND_BATCH else None
+        except orjson.JSONDecodeError:
+            events = None
+        if isinstance(events, list) and len(events) > 1:
+            half = len(events) // 2
+            for chunk in (events[:half], events[half:]):
+                self._send(KIND_BATCH, orjson.dumps(chunk), len(chunk), pending.origin, pending.partition)
+        else:
             with self._lock:
-                self._counts["dropped"] += len(events)
-            log.error("event too large for Kafka, dropped", bytes=len(pending.payload))
-            if pending.origin is not None:
-                pending.origin.done()
-            return
-        half = len(events) // 2
-        for chunk in (events[:half], events[half:]):
-            self._send(KIND_BATCH, orjson.dumps(chunk), len(chunk), pending.origin)
+                self._counts["invalid" if pending.kind == KIND_BATCH else "dropped"] += pending.count
+            self._warn(
+                "message too large for Kafka, alone", bytes=len(pending.payload), kind=chr(pending.kind)
+            )
+            if pending.kind == KIND_BATCH:
+                reason = f"event too large for Kafka: {len(pending.payload)} bytes as a message"
+                letter = dead_letter(
+                    reason, "producer", pending.payload, secrets=frozenset(self.policy.secrets)
+                )
+                self._send(KIND_DEADLETTER, encode_dead_letter(letter), 1, pending.origin)
         if pending.origin is not None:
             pending.origin.done()
 
@@ -399,13 +487,13 @@ class KafkaPublisher:
 
     def _on_error(self, err: Any) -> None:
         """librdkafka's error callback (runs inside poll/flush on this thread)."""
-        name = err.name() if hasattr(err, "name") else str(err)
-        if name in ("_ALL_BROKERS_DOWN", "_TRANSPORT", "_RESOLVE", "_AUTHENTICATION"):
+        if error_code(err) in UNREACHABLE_ERRORS:
             if self._available:
-                log.warning("Kafka unavailable; spooling until it is back", error=str(err))
+                log.warning("Kafka unavailable; spooling until it is back", error=describe_error(err))
             self._available = False
-        if hasattr(err, "fatal") and err.fatal():
-            log.error("fatal Kafka producer error; replacing the producer", error=str(err))
+        fatal = getattr(err, "fatal", None)
+        if callable(fatal) and fatal():
+            log.error("fatal Kafka producer error; replacing the producer", error=describe_error(err))
             self._fatal = True
 
     def _replace_producer(self) -> None:
@@ -436,7 +524,8 @@ class KafkaPublisher:
             if not self._drain.finished:
                 return
             self._drain = None
-            self._next_spool_check = 0.0  # more segments may be waiting: look again at once
+            if self._available:  # more segments may be waiting: look again at once (not after a failure)
+                self._next_spool_check = 0.0
         now = time.monotonic()
         if now < self._next_spool_check:
             return
@@ -454,21 +543,27 @@ class KafkaPublisher:
             return
         self._drain = drain = _Drain(segment)
         overflow: list[dict[str, Any]] = []
+        events: list[tuple[str, bytes]] = []
         for record in segment.records():
-            if record.kind == KIND_ITEMS:  # queue overflow, validated only now: batch them together
+            if record.kind == KIND_ITEMS:  # written by an older version: not validated yet
                 overflow.extend(orjson.loads(record.payload))
+            elif record.kind == KIND_BATCH:  # packed again, on the partitions of their ids
+                events.extend(_events_of(record.payload))
             else:
                 self._send(record.kind, record.payload, record.count, drain)
+        self._send_events(events, drain)
         self._publish_items(overflow, drain)
         drain.submitted = True
         drain.finish_if_done()
 
     def _probe(self) -> bool:
         try:
-            self._producer.list_topics(self.topic, timeout=1.0)
-            return True
+            metadata = self._producer.list_topics(self.topic, timeout=1.0)
         except Exception:
             return False
+        with contextlib.suppress(Exception):
+            self._learn_partitions(metadata)
+        return True
 
     def _shutdown(self) -> None:
         try:
@@ -478,8 +573,8 @@ class KafkaPublisher:
             self._abandon_producer(budget)
             if self._drain is not None and not self._drain.finish_if_done():
                 self._drain.segment.release()
-        except Exception:
-            log.exception("publisher shutdown failed")
+        except Exception as exc:
+            log.error("publisher shutdown failed", error=describe_error(exc))
         finally:
             if self._spool is not None:
                 self._spool.close()
@@ -490,7 +585,8 @@ class KafkaPublisher:
         seen = self._log_budget.get(message, 0) + 1
         self._log_budget[message] = seen
         if seen <= 10 or seen % 1000 == 0:
-            log.warning(message, occurrences=seen, **fields)
+            clean = {key: scrub(value) if isinstance(value, str) else value for key, value in fields.items()}
+            log.warning(message, occurrences=seen, **clean)
 
     # ---- control ----
 
@@ -536,6 +632,19 @@ class KafkaPublisher:
         self._stopping = True
         self._wake.set()
         self._thread.join()
+
+
+def _events_of(payload: bytes) -> list[tuple[str, bytes]]:
+    """(event_id, encoded event) of a spooled batch (validated wire dicts, re-encoded one by one)."""
+    return [(event["event_id"], orjson.dumps(event)) for event in orjson.loads(payload)]
+
+
+def librdkafka_logger() -> logging.Logger:
+    """The stdlib logger librdkafka writes to, with messages scrubbed (a broker URL may carry a password)."""
+    logger = logging.getLogger("callstream.librdkafka")
+    if not any(isinstance(f, ScrubbingFilter) for f in logger.filters):
+        logger.addFilter(ScrubbingFilter())
+    return logger
 
 
 def _confluent_producer(conf: dict[str, Any]) -> Any:

@@ -10,6 +10,9 @@
 
     recorder.record(request_model="gpt-4.1", duration_ms=812.0, status_code=200, input_tokens=...)
 
+    with call_fields(session_id="s-42", user_id="u-7"):   # every call recorded inside the block,
+        client.chat.completions.create(...)              # instrumented clients included
+
 Every method hands a plain dict to the publisher and returns: no validation, encoding or I/O on
 the caller's thread, and nothing raised into the caller by the recording itself. The caller's own
 result or exception passes through unchanged.
@@ -17,12 +20,15 @@ result or exception passes through unchanged.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import inspect
 import threading
 import time
+import types
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar, cast
 
@@ -35,6 +41,28 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 UsageExtractor = Callable[[Any], Mapping[str, Any] | None]
+
+_NO_FIELDS: Mapping[str, Any] = types.MappingProxyType({})
+_CALL_FIELDS: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "callstream_call_fields", default=_NO_FIELDS
+)
+
+
+def current_call_fields() -> Mapping[str, Any]:
+    """The fields `call_fields` blocks set for this thread or task (empty outside any block)."""
+    return _CALL_FIELDS.get()
+
+
+@contextlib.contextmanager
+def call_fields(**fields: Any) -> Iterator[None]:
+    """Fields (session_id, user_id, metadata, ...) for every call recorded inside the block, on this
+    thread or asyncio task, by any recorder and instrumentation. Blocks nest; the innermost value of
+    a field wins, and a call's own fields win over the block's."""
+    token = _CALL_FIELDS.set(types.MappingProxyType({**_CALL_FIELDS.get(), **fields}))
+    try:
+        yield
+    finally:
+        _CALL_FIELDS.reset(token)
 
 
 class CallContext:
@@ -150,8 +178,9 @@ class CallRecorder:
         return self.settings.record_bodies
 
     def _fields(self, request_model: str | None, fields: dict[str, Any]) -> dict[str, Any]:
-        if self.defaults:
-            fields = {**self.defaults, **fields}
+        scoped = _CALL_FIELDS.get()
+        if self.defaults or scoped:
+            fields = {**self.defaults, **scoped, **fields}
         if request_model is not None:
             fields["request_model"] = request_model
         return fields

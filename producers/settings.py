@@ -10,19 +10,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from callstream import topics
 from callstream.producers.contract import MAX_ERROR_MESSAGE_CHARS
-from callstream.settings import KafkaSettings
+from callstream.settings import KafkaSettings, state_dir
 
 Compression = Literal["lz4", "zstd", "gzip", "snappy", "none"]
+PrivacyMode = Literal["keep", "hash", "drop"]
 
 
 class ProducerSettings(BaseSettings):
     """How raw call events are buffered, batched, spooled and published."""
 
     model_config = SettingsConfigDict(env_prefix="CALLSTREAM_PRODUCER_", extra="ignore")
+
+    # `callstream ingest`'s /metrics (Prometheus) and /healthz; a port in use costs the endpoint only.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=9463, ge=0, le=65535, description="0: any free port; unset: off")
 
     # Caller side: a bounded in-memory queue; when it is full, events go to the spool instead.
     queue_max_events: int = Field(default=50_000, ge=1)
@@ -37,14 +43,19 @@ class ProducerSettings(BaseSettings):
     kafka_linger_ms: int = Field(default=5, ge=0)
     delivery_timeout_ms: int = Field(default=30_000, ge=1_000)
     reconnect_backoff_max_ms: int = Field(default=2_000, ge=10)
+    # librdkafka's own send queue (queue.buffering.max.kbytes): bounds what waits for Kafka in memory;
+    # beyond it batches go to the spool.
+    kafka_queue_max_kbytes: int = Field(default=65_536, ge=1_024)
     # Any other librdkafka property, e.g. {"queue.buffering.max.kbytes": "65536"} (JSON in the env var).
     librdkafka_overrides: dict[str, str | int | float | bool] = Field(default_factory=dict)
-    # Topic override; default is KafkaSettings().topic(callstream.topics.RAW).
-    topic: str | None = None
-    deadletter_topic: str | None = None
+    # Logical topic names, as every component names them (KafkaSettings.topic() adds the prefix).
+    raw_topic: str = topics.RAW
+    deadletter_topic: str = topics.DEADLETTER
 
     # Durable spool for events Kafka could not take (unreachable broker, full queue, shutdown).
-    spool_dir: Path = Path(".callstream/spool")
+    # Default: `callstream.settings.state_dir("spool")` (under CALLSTREAM_STATE_DIR, else
+    # ~/.local/state/callstream); created 0700, files 0600.
+    spool_dir: Path = Field(default_factory=lambda: state_dir("spool"))
     spool_max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
     spool_segment_max_bytes: int = Field(default=4 * 1024 * 1024, ge=4096)
     spool_fsync: bool = False  # fsync every write: survives power loss, costs a disk flush per batch
@@ -53,14 +64,38 @@ class ProducerSettings(BaseSettings):
 
     # Privacy and size: prompts and responses stay out unless enabled; metadata is capped.
     record_bodies: bool = False
-    body_max_chars: int = Field(default=2_000, ge=0)
+    body_max_chars: int = Field(default=2_000, ge=0, le=8_192)  # bodies live in metadata: 8192 at most
     metadata_max_bytes: int = Field(default=4_096, ge=64)
-    metadata_value_max_chars: int = Field(default=512, ge=16)
+    metadata_value_max_chars: int = Field(default=512, ge=16, le=8_192)  # the contract's string limit
     error_message_max_chars: int = Field(default=500, ge=16, le=MAX_ERROR_MESSAGE_CHARS)
+
+    # Privacy option for `user_id` and `metadata.client_ip`: kept as they are, replaced by a keyed
+    # HMAC-SHA256 pseudonym (stable per key, so per-user aggregates still work), or dropped.
+    user_id_mode: PrivacyMode = "keep"
+    client_ip_mode: PrivacyMode = "keep"
+    privacy_hash_key: SecretStr | None = None
+
+    # `callstream ingest`: a line longer than this is dead-lettered (its head kept) without being read
+    # into memory whole.
+    max_line_bytes: int = Field(default=1 << 20, ge=1_024)
 
     # Stamped on every event recorded by this process unless the call sets its own.
     service_name: str | None = None
     environment: str | None = None
+
+    @model_validator(mode="after")
+    def _hash_needs_a_key(self) -> ProducerSettings:
+        hashed = [
+            f"CALLSTREAM_PRODUCER_{name.upper()}_MODE=hash"
+            for name in ("user_id", "client_ip")
+            if getattr(self, f"{name}_mode") == "hash"
+        ]
+        if hashed and (self.privacy_hash_key is None or not self.privacy_hash_key.get_secret_value()):
+            raise ValueError(
+                f"{' and '.join(hashed)} needs CALLSTREAM_PRODUCER_PRIVACY_HASH_KEY: a long random secret, "
+                "the same in every process whose events are aggregated together"
+            )
+        return self
 
     @model_validator(mode="after")
     def _segment_within_spool(self) -> ProducerSettings:
@@ -78,16 +113,7 @@ class ProducerSettings(BaseSettings):
             "message.timeout.ms": self.delivery_timeout_ms,
             "reconnect.backoff.max.ms": self.reconnect_backoff_max_ms,
             "message.max.bytes": max(1_000_000, self.batch_max_bytes + 10_000),
+            "queue.buffering.max.kbytes": self.kafka_queue_max_kbytes,
         }
         conf.update(self.librdkafka_overrides)
         return conf
-
-    def raw_topic(self, kafka: KafkaSettings) -> str:
-        from callstream.topics import RAW
-
-        return self.topic or kafka.topic(RAW)
-
-    def deadletter_topic_name(self, kafka: KafkaSettings) -> str:
-        from callstream.topics import DEADLETTER
-
-        return self.deadletter_topic or kafka.topic(DEADLETTER)

@@ -7,6 +7,9 @@ exclusive flock, so several processes can share one directory: a drainer claims 
 locking it, and a segment left `.open` by a crashed process is claimable once its lock is gone.
 A torn record at the end of a segment (crash mid-write) fails its checksum and is skipped.
 
+The spool holds redacted events only, and is private all the same: the directory is created (or
+tightened to) 0700 and segment files 0600.
+
 Delivery from the spool is at-least-once: a segment is deleted when every record in it has been
 acknowledged or re-spooled; a crash in between re-sends that segment, and downstream dedups by
 event_id.
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from callstream import logs
+from callstream.settings import ensure_private_dir
 
 log = logs.get(__name__)
 
@@ -38,6 +42,7 @@ KIND_DEADLETTER = ord("D")  # one DeadLetter JSON object, for the dead-letter to
 KINDS = frozenset({KIND_BATCH, KIND_ITEMS, KIND_DEADLETTER})
 OPEN_SUFFIX = ".open"
 SEALED_SUFFIX = ".seg"
+FILE_MODE = 0o600
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +77,8 @@ class _Segment:
     def __init__(self, directory: Path) -> None:
         name = f"{time.time_ns():020d}-{os.getpid()}-{os.urandom(3).hex()}"
         self.path = directory / (name + OPEN_SUFFIX)
-        self.file: BinaryIO = open(self.path, "xb")  # noqa: SIM115 - lives as long as the segment
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        self.file: BinaryIO = os.fdopen(fd, "wb")
         fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         self.size = 0
 
@@ -114,8 +120,7 @@ class Spool:
     """Thread-safe: the publisher thread and (on queue overflow) caller threads append."""
 
     def __init__(self, directory: Path, max_bytes: int, segment_max_bytes: int, fsync: bool = False) -> None:
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory = ensure_private_dir(Path(directory).absolute())
         self.max_bytes = max_bytes
         self.segment_max_bytes = segment_max_bytes
         self.fsync = fsync
@@ -129,11 +134,15 @@ class Spool:
         return self._bytes
 
     def _scan(self) -> int:
+        """Bytes in all segments; segments readable by others (an older version's) are tightened."""
         total = 0
         for path in self._segment_paths():
             try:
-                total += path.stat().st_size
-            except FileNotFoundError:
+                st = path.stat()
+                total += st.st_size
+                if st.st_mode & 0o077:
+                    path.chmod(FILE_MODE)
+            except OSError:
                 continue
         return total
 

@@ -28,7 +28,7 @@ class ModelProfile:
     response_name: str | None = None  # the dated name a provider returns, if it differs from `name`
 
 
-# The seed's gateway models plus one the price table does not know (it must show up unpriced).
+# An LLM gateway's usual models plus one the price table does not know (it must show up unpriced).
 DEFAULT_MODELS: tuple[ModelProfile, ...] = (
     ModelProfile("gpt-4.1", 0.42, 900, 900, 280, cache_read_share=0.3, response_name="gpt-4.1-2025-04-14"),
     ModelProfile(

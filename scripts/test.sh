@@ -12,6 +12,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh dev
+# The HTML report's browser test needs Chromium (Debian's package); skipped with a reason without it.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "== installing chromium for the HTML report's browser test"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq chromium >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; } \
+        || echo "chromium could not be installed: the browser test will be skipped"
+fi
 backend="${CALLSTREAM_TEST_BACKEND:-embedded}"
 if [ "$backend" = real ]; then
     # Fails here, with the reason, if Java or Maven or Maven Central is missing.

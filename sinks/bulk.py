@@ -12,8 +12,7 @@ from __future__ import annotations
 import functools
 import random
 import threading
-from collections import Counter, deque
-from dataclasses import dataclass, field
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,8 +29,10 @@ except ImportError as exc:
 
 
 from callstream import logs
+from callstream.producers.redaction import scrub
 from callstream.settings import ElasticsearchSettings
 from callstream.sinks.batching import Batch
+from callstream.sinks.destination import BatchResult
 from callstream.sinks.documents import Doc, Documents, Failure
 from callstream.sinks.outcome import (
     BulkSplit,
@@ -47,8 +48,6 @@ log = logs.get(__name__)
 
 # Per-item fields the sink reads back; the rest of a bulk response is not worth parsing.
 FILTER_PATH = "errors,items.*.status,items.*.error"
-# noida-db refuses messages over about 1 MB; a real broker's default limit is the same.
-MAX_DEADLETTER_MESSAGE_BYTES = 900_000
 
 
 def make_client(es: ElasticsearchSettings, sink: SinkSettings) -> Elasticsearch:
@@ -74,20 +73,6 @@ def bulk_body(docs: list[Doc]) -> bytes:
         lines.append(doc.source)
     lines.append(b"")
     return b"\n".join(lines)
-
-
-@dataclass(slots=True)
-class BatchResult:
-    """What a batch achieved. `acked` counts finished documents per (partition, offset)."""
-
-    batch: Batch
-    complete: bool = True
-    acked: Counter[tuple[tuple[str, int], int]] = field(default_factory=Counter)
-    indexed: int = 0
-    superseded: int = 0
-    deadlettered: int = 0
-    deadletter_index_refused: int = 0
-    requests: int = 0
 
 
 def _record_delivery(outcome: dict[int, Any], index: int, err: Any, _msg: Any) -> None:
@@ -240,7 +225,7 @@ class BulkWriter:
         for failure in failures:
             log.warning(
                 "document dead-lettered",
-                reason=failure.reason[:500],
+                reason=scrub(failure.reason[:500]),
                 status=failure.status,
                 target_index=failure.target_index,
                 doc_id=failure.doc_id,
@@ -249,13 +234,16 @@ class BulkWriter:
                 offset=failure.origin.offset,
                 item=failure.item,
             )
+        records = [self._documents.sink_deadletter_record(f, failed_at) for f in failures]
         messages = [
-            self._documents.sink_deadletter_message(f, failed_at, MAX_DEADLETTER_MESSAGE_BYTES)
-            for f in failures
+            self._documents.sink_deadletter_message(r, f) for r, f in zip(records, failures, strict=True)
         ]
         if not self._produce_all(messages):
             return False
-        docs = [self._documents.sink_deadletter_doc(f, failed_at) for f in failures]
+        docs = [
+            self._documents.sink_deadletter_doc(r, f, failed_at)
+            for r, f in zip(records, failures, strict=True)
+        ]
         scratch = BatchResult(result.batch)  # dead letters are not counted as indexed documents
         _, refused, complete = self._index(docs, scratch)
         result.requests += scratch.requests

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +13,7 @@ import typer
 
 from callstream import logs
 from callstream.settings import ElasticsearchSettings, KafkaSettings
+from callstream.sinks.elasticsearch import ElasticsearchDestination
 from callstream.sinks.settings import SinkSettings
 from callstream.sinks.worker import SinkStats, SinkWorker
 
@@ -38,6 +39,17 @@ def stop_on_signals(worker: SinkWorker) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def elasticsearch_sink(
+    kafka: KafkaSettings | None = None,
+    es: ElasticsearchSettings | None = None,
+    sink: SinkSettings | None = None,
+) -> SinkWorker:
+    """A sink worker writing to Elasticsearch (settings from the environment unless given)."""
+    sink = sink or SinkSettings()
+    destination = functools.partial(ElasticsearchDestination, es or ElasticsearchSettings(), sink)
+    return SinkWorker(kafka or KafkaSettings(), sink, destination)
+
+
 def run_sink(
     kafka: KafkaSettings | None = None,
     es: ElasticsearchSettings | None = None,
@@ -46,17 +58,13 @@ def run_sink(
     stop_after_docs: int | None = None,
 ) -> SinkStats:
     """Run the sink in this process (settings from the environment unless given); returns its counts."""
-    worker = SinkWorker(kafka or KafkaSettings(), es or ElasticsearchSettings(), sink or SinkSettings())
-    with stop_on_signals(worker):
-        return worker.run(stop_when_idle_s=stop_when_idle_s, stop_after_docs=stop_after_docs)
-
-
-def subprocess_command(stop_when_idle_s: float | None = None) -> list[str]:
-    """argv to run the sink as a separate process with this interpreter (settings via environment)."""
-    argv = [sys.executable, "-m", "callstream.cli", "sink"]
-    if stop_when_idle_s is not None:
-        argv += ["--stop-when-idle-s", str(stop_when_idle_s)]
-    return argv
+    worker = elasticsearch_sink(kafka, es, sink)
+    worker.metrics.serve_or_warn(worker.sink.metrics_host, worker.sink.metrics_port)
+    try:
+        with stop_on_signals(worker):
+            return worker.run(stop_when_idle_s=stop_when_idle_s, stop_after_docs=stop_after_docs)
+    finally:
+        worker.metrics.close()
 
 
 def sink_command(

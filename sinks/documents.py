@@ -9,7 +9,9 @@ order of arrival, so a re-delivered message overwrites its own documents instead
 - stream dead letter: `{prefix}-deadletter-YYYY.MM.DD` by detection time, `_id` from the source
   coordinates it names (or, without them, from its own Kafka coordinates);
 - sink dead letter (a document Elasticsearch refused, or an input that is not a document):
-  `{prefix}-sink-deadletter-YYYY.MM.DD` by Kafka message timestamp, `_id` from its Kafka coordinates.
+  `{prefix}-sink-deadletter-YYYY.MM.DD` by Kafka message timestamp, `_id` from its Kafka coordinates;
+- alert event (callstream.alerts.contract.AlertEvent): `{prefix}-alerts-YYYY.MM` by the event's
+  `at`, `_id` = event_id (a re-sent event overwrites itself).
 
 The sink checks only what it needs to place a document (id, time, version); the index mappings
 (`dynamic: strict`) check the rest, and what they refuse is dead-lettered item by item.
@@ -22,7 +24,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from pydantic import Field
 
+from callstream.producers.contract import LATEST_EVENT_TIME_MS
+from callstream.producers.deadletter import MAX_ORIGINAL_CHARS, MAX_REASON_CHARS, DeadLetter, dead_letter
 from callstream.streams.contract import WINDOW_SIZES_MS
 
 MAX_ID_BYTES = 512  # Elasticsearch refuses longer _id values
@@ -30,6 +35,17 @@ MAX_ID_BYTES = 512  # Elasticsearch refuses longer _id values
 ACTION_OVERHEAD_BYTES = 48
 
 INVALID_INPUT = "invalid_input"
+
+
+class SinkDeadLetter(DeadLetter):
+    """A document Elasticsearch refused (or an input the sink could not place): the one dead-letter
+    shape (stage "sink"), plus what the sink knows about the document."""
+
+    error_type: str = Field(description="Elasticsearch's error type, or invalid_input")
+    status: int | None = Field(default=None, description="HTTP status of the refusal, if any")
+    target_index: str | None = None
+    doc_id: str | None = None
+    message_timestamp: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +93,10 @@ class Failure:
 
     @property
     def nbytes(self) -> int:
-        return (
-            len(self.reason)
-            + ACTION_OVERHEAD_BYTES
-            + (len(self.original) if isinstance(self.original, str) else 256)
-        )
+        """What its dead letter will weigh: the reason and the original, both bounded."""
+        original = self.original
+        size = len(original) if isinstance(original, str | bytes) else MAX_ORIGINAL_CHARS
+        return min(len(self.reason), MAX_REASON_CHARS) + min(size, MAX_ORIGINAL_CHARS) + ACTION_OVERHEAD_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +119,10 @@ def deadletter_index(prefix: str, day: datetime) -> str:
 
 def sink_deadletter_index(prefix: str, day: datetime) -> str:
     return f"{prefix}-sink-deadletter-{day.year:04d}.{day.month:02d}.{day.day:02d}"
+
+
+def alerts_index(prefix: str, at: datetime) -> str:
+    return f"{prefix}-alerts-{at.year:04d}.{at.month:02d}"
 
 
 def parse_utc(value: Any) -> datetime:
@@ -131,17 +150,14 @@ def _load(value: bytes | None, origin: Origin) -> tuple[Any, Failure | None]:
     try:
         return orjson.loads(value), None
     except orjson.JSONDecodeError as exc:
-        return None, Failure(
-            f"not valid JSON: {exc}", INVALID_INPUT, value.decode("utf-8", "replace"), origin
-        )
+        return None, Failure(f"not JSON (unreadable at character {exc.pos})", INVALID_INPUT, value, origin)
 
 
 class Documents:
-    """Builds the documents of one index prefix. Stateless apart from its two parameters."""
+    """Builds the documents of one index prefix. Stateless apart from it."""
 
-    def __init__(self, index_prefix: str, original_max_chars: int = 100_000) -> None:
+    def __init__(self, index_prefix: str) -> None:
         self.prefix = index_prefix
-        self.original_max_chars = original_max_chars
 
     # -- enriched events: one message holds a JSON array of events (or a single object)
 
@@ -163,7 +179,7 @@ class Documents:
         for item, position in zip(items, positions, strict=True):
             try:
                 docs.append(self.enriched_event(item, origin, position))
-            except ValueError as exc:
+            except (ValueError, TypeError, OverflowError) as exc:  # orjson's encode error is a TypeError
                 failures.append(
                     Failure(f"invalid enriched event: {exc}", INVALID_INPUT, item, origin, position)
                 )
@@ -187,7 +203,7 @@ class Documents:
             return Decoded([], [failure])
         try:
             return Decoded([self.aggregate_doc(loaded, origin)], [])
-        except ValueError as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             return Decoded([], [Failure(f"invalid aggregate: {exc}", INVALID_INPUT, loaded, origin)])
 
     def aggregate_doc(self, aggregate: Any, origin: Origin) -> Doc:
@@ -215,7 +231,7 @@ class Documents:
             return Decoded([], [failure])
         try:
             return Decoded([self.deadletter_doc(loaded, origin)], [])
-        except ValueError as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             return Decoded([], [Failure(f"invalid dead letter: {exc}", INVALID_INPUT, loaded, origin)])
 
     def deadletter_doc(self, letter: Any, origin: Origin) -> Doc:
@@ -231,77 +247,72 @@ class Documents:
             doc_id = ":".join("" if p is None else str(p) for p in [*parts, letter.get("batch_index")])
         else:
             doc_id = f"{origin.topic}:{origin.partition}:{origin.offset}"
-        source = {k: v for k, v in letter.items() if k != "original"} | self._original_fields(
-            letter.get("original")
-        )
         return Doc(
-            deadletter_index(self.prefix, detected_at), _check_id(doc_id, "_id"), orjson.dumps(source), origin
+            deadletter_index(self.prefix, detected_at), _check_id(doc_id, "_id"), orjson.dumps(letter), origin
         )
 
-    # -- the sink's own dead letters: same content in the index and on the topic
+    # -- alert events: one AlertEvent object per message
+
+    def alert_event(self, value: bytes | None, origin: Origin) -> Decoded:
+        loaded, failure = _load(value, origin)
+        if failure:
+            return Decoded([], [failure])
+        try:
+            if not isinstance(loaded, dict):
+                raise ValueError(f"expected an object, got {type(loaded).__name__}")
+            event_id = _check_id(loaded.get("event_id"), "event_id")
+            try:
+                at = parse_utc(loaded.get("at"))
+            except ValueError as exc:
+                raise ValueError(f"at: {exc}") from None
+        except (ValueError, TypeError, OverflowError) as exc:
+            return Decoded([], [Failure(f"invalid alert event: {exc}", INVALID_INPUT, loaded, origin)])
+        return Decoded([Doc(alerts_index(self.prefix, at), event_id, orjson.dumps(loaded), origin)], [])
+
+    # -- the sink's own dead letters: one record, on the topic and in the index
 
     def sink_deadletter_record(self, failure: Failure, failed_at: datetime) -> dict[str, Any]:
-        """What goes on the `sink.deadletter` topic: the reason, where it came from, and the original."""
+        """The shared DeadLetter shape (bounded, scrubbed, always encodes) plus what the sink knows:
+        Elasticsearch's error type and status, and the document's intended index and id."""
         origin = failure.origin
-        return {
-            "reason": failure.reason,
+        letter = dead_letter(
+            failure.reason,
+            "sink",
+            failure.original,
+            source_topic=origin.topic,
+            source_partition=origin.partition,
+            source_offset=origin.offset,
+            batch_index=failure.item,
+            detected_at=failed_at,
+        )
+        return letter | {
             "error_type": failure.error_type,
             "status": failure.status,
             "target_index": failure.target_index,
             "doc_id": failure.doc_id,
-            "source_topic": origin.topic,
-            "source_partition": origin.partition,
-            "source_offset": origin.offset,
-            "batch_index": failure.item,
             "message_timestamp": _iso_ms(origin.timestamp_ms) if origin.timestamp_ms else None,
-            "failed_at": failed_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-            "original": failure.original,
         }
 
-    def sink_deadletter_message(
-        self, failure: Failure, failed_at: datetime, max_bytes: int
-    ) -> tuple[bytes, bytes]:
-        """Key and value for the topic; an original too big for one message is cut to its JSON text."""
-        record = self.sink_deadletter_record(failure, failed_at)
-        value = orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS)
-        if len(value) > max_bytes:
-            text = self._original_fields(failure.original)["original_json"]
-            record["original"] = text[: max_bytes // 4]  # at most 4 bytes per character
-            record["original_truncated"] = True
-            value = orjson.dumps(record)
-        return self.sink_deadletter_id(failure).encode(), value
+    def sink_deadletter_message(self, record: dict[str, Any], failure: Failure) -> tuple[bytes, bytes]:
+        """Key and value for the sink dead-letter topic."""
+        return self.sink_deadletter_id(failure).encode(), orjson.dumps(record)
 
     def sink_deadletter_id(self, failure: Failure) -> str:
         origin = failure.origin
         item = "" if failure.item is None else str(failure.item)
         return f"{origin.topic}:{origin.partition}:{origin.offset}:{item}"
 
-    def sink_deadletter_doc(self, failure: Failure, failed_at: datetime) -> Doc:
-        record = self.sink_deadletter_record(failure, failed_at)
-        source = {k: v for k, v in record.items() if k != "original"} | self._original_fields(
-            failure.original
-        )
+    def sink_deadletter_doc(self, record: dict[str, Any], failure: Failure, failed_at: datetime) -> Doc:
         timestamp_ms = failure.origin.timestamp_ms
         day = (
             datetime.fromtimestamp(timestamp_ms / 1000, UTC)
-            if timestamp_ms and timestamp_ms > 0
+            if timestamp_ms and 0 < timestamp_ms < LATEST_EVENT_TIME_MS
             else failed_at
         )
         index = sink_deadletter_index(self.prefix, day)
         return Doc(
-            index, self.sink_deadletter_id(failure), orjson.dumps(source), failure.origin, failure.item
+            index, self.sink_deadletter_id(failure), orjson.dumps(record), failure.origin, failure.item
         )
-
-    def _original_fields(self, original: Any) -> dict[str, Any]:
-        """The original twice: as an object in _source (not indexed), and as searchable JSON text."""
-        if isinstance(original, str):
-            text = original
-        else:
-            text = orjson.dumps(original, option=orjson.OPT_NON_STR_KEYS).decode()
-        fields: dict[str, Any] = {"original_json": text[: self.original_max_chars]}
-        if isinstance(original, dict):
-            fields["original"] = original
-        return fields
 
 
 def _iso_ms(timestamp_ms: int) -> str:

@@ -120,6 +120,7 @@ AGGREGATES_PROPERTIES: dict[str, Any] = {
     "cost_usd": USD,
     "unpriced_requests": LONG,
     "usage_missing_requests": LONG,
+    "cost_pico": LONG,
     "late_events": LONG,
     "latency_ms": {
         "properties": {name: DOUBLE for name in ("min", "max", "mean", "p50", "p90", "p95", "p99")}
@@ -131,7 +132,6 @@ AGGREGATES_DYNAMIC_TEMPLATES = [
     {"errors_by_type_counts": {"path_match": "errors_by_type.*", "mapping": LONG}}
 ]
 
-ORIGINAL_FIELDS: dict[str, Any] = {"original": NOT_INDEXED, "original_json": {"type": "text"}}
 
 DEADLETTER_PROPERTIES: dict[str, Any] = {
     "reason": TEXT_WITH_KEYWORD,
@@ -145,25 +145,29 @@ DEADLETTER_PROPERTIES: dict[str, Any] = {
     "original_bytes": LONG,
     "original_truncated": BOOLEAN,
     "detected_at": DATE,
-    **ORIGINAL_FIELDS,
+    "original": {"type": "text"},  # the input as text, bounded and scrubbed: searchable
 }
 
-SINK_DEADLETTER_PROPERTIES: dict[str, Any] = {
-    "reason": TEXT_WITH_KEYWORD,
+# The sink's own dead letters: the same shape, plus what Elasticsearch said about the document.
+SINK_DEADLETTER_PROPERTIES: dict[str, Any] = DEADLETTER_PROPERTIES | {
     "error_type": KEYWORD,
     "status": {"type": "short"},
     "target_index": KEYWORD,
     "doc_id": KEYWORD,
-    "source_topic": KEYWORD,
-    "source_partition": INTEGER,
-    "source_offset": LONG,
-    "batch_index": INTEGER,
     "message_timestamp": DATE,
-    "failed_at": DATE,
-    **ORIGINAL_FIELDS,
 }
 
 ALERTS_PROPERTIES: dict[str, Any] = {
+    "event_id": KEYWORD,
+    "kind": KEYWORD,
+    "at": DATE,
+    "episode": INTEGER,
+    "level": DOUBLE,
+    "rule_type": KEYWORD,
+    "budget": KEYWORD,
+    "silenced": BOOLEAN,
+    "notified": BOOLEAN,
+    "undelivered": KEYWORD,
     "alert_id": KEYWORD,
     "rule": KEYWORD,
     "severity": KEYWORD,

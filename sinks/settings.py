@@ -31,6 +31,7 @@ class SinkSettings(BaseSettings):
     aggregates_topic: str = topics.AGGREGATES
     deadletter_topic: str = topics.DEADLETTER
     sink_deadletter_topic: str = topics.SINK_DEADLETTER
+    alert_events_topic: str = topics.ALERT_EVENTS
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
 
     batch_max_docs: int = Field(default=2000, ge=1)
@@ -55,7 +56,9 @@ class SinkSettings(BaseSettings):
         default=30.0, ge=0, description="How long a stop waits for retrying bulks"
     )
     stats_interval_s: float = Field(default=10.0, gt=0)
-    deadletter_original_max_chars: int = Field(default=100_000, ge=1000)
+    # /metrics (Prometheus) and /healthz; a port in use costs the endpoint, not the worker.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=9462, ge=0, le=65535, description="0: any free port; unset: off")
 
     # Index templates and retention (ILM, where the server has it).
     index_shards: int = Field(default=1, ge=1)

@@ -1,7 +1,8 @@
-"""The sink loop: consume, batch, bulk-write on a thread pool, commit what was acknowledged.
+"""The sink loop, the Kafka half: consume, batch, write on a thread pool, commit what was acknowledged.
 
-One thread owns the consumer; it decodes messages into documents, closes batches and hands them
-to a pool of `max_in_flight_requests` bulk writers. When a batch finishes, its documents are
+One thread owns the consumer; it has the destination (sinks/destination.py; Elasticsearch by
+default) decode messages into documents, closes batches and hands them to a pool of
+`max_in_flight_requests` writers. When a batch finishes, its documents are
 acknowledged in the offset ledger and the partitions whose messages are now fully written are
 committed right there, synchronously: a committed offset always means "in Elasticsearch or in
 the dead-letter topic and index". Stop requests flip a flag; the loop ends at a safe point,
@@ -20,11 +21,12 @@ from typing import Any
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaException, Producer, TopicPartition
 
 from callstream import logs
-from callstream.settings import ElasticsearchSettings, KafkaSettings
+from callstream.metrics import Metrics
+from callstream.settings import KafkaSettings
 from callstream.sinks.accounting import OffsetLedger
 from callstream.sinks.batching import Batch, BatchBuilder
-from callstream.sinks.bulk import BatchResult, BulkWriter, make_client
-from callstream.sinks.documents import Decoded, Doc, Documents, Failure, Origin
+from callstream.sinks.destination import BatchResult, Destination, DestinationFactory, Kind
+from callstream.sinks.documents import INVALID_INPUT, Decoded, Doc, Failure, Origin
 from callstream.sinks.settings import SinkSettings
 
 log = logs.get(__name__)
@@ -79,33 +81,40 @@ class SinkStats:
 class SinkWorker:
     """Run with `run()`; stop from a signal handler or another thread with `request_stop()`."""
 
-    def __init__(self, kafka: KafkaSettings, es: ElasticsearchSettings, sink: SinkSettings) -> None:
+    def __init__(self, kafka: KafkaSettings, sink: SinkSettings, destination: DestinationFactory) -> None:
         self.kafka = kafka
-        self.es = es
         self.sink = sink
-        self.documents = Documents(es.index_prefix, sink.deadletter_original_max_chars)
         self.stats = SinkStats()
         self._stop = threading.Event()
         self._abort = threading.Event()
-        self._decoders = {
-            kafka.topic(sink.enriched_topic): self.documents.enriched,
-            kafka.topic(sink.aggregates_topic): self.documents.aggregate,
-            kafka.topic(sink.deadletter_topic): self.documents.deadletter,
+        self._make_destination = destination
+        self._kinds: dict[str, Kind] = {
+            kafka.topic(sink.enriched_topic): "enriched",
+            kafka.topic(sink.aggregates_topic): "aggregate",
+            kafka.topic(sink.deadletter_topic): "deadletter",
+            kafka.topic(sink.alert_events_topic): "alert_event",
         }
         self._ledger = OffsetLedger()
         self._builder = BatchBuilder(sink.batch_max_docs, sink.batch_max_bytes, sink.flush_interval_ms / 1000)
         self._in_flight: dict[Future[BatchResult], Batch] = {}
+        self._submitted_at: dict[Future[BatchResult], float] = {}
+        self.metrics = Metrics("sink")
+        self.metrics.expose(lambda: self.stats.as_dict(), "Sink worker counts since start")
+        self._write_seconds = self.metrics.histogram("batch_write_seconds", "Time to write one batch")
+        self._lag = self.metrics.gauge(
+            "input_lag_messages", "Input messages not read yet", ["topic", "partition"]
+        )
         self._pending_bytes = 0
         self._avg_message_bytes = 0.0
         self._failing_seen = False
         self._paused = False
         self._consumer: Any = None
-        self._writer: BulkWriter | None = None
+        self._destination: Destination | None = None
         self._pool: ThreadPoolExecutor | None = None
 
     @property
     def topics(self) -> list[str]:
-        return list(self._decoders)
+        return list(self._kinds)
 
     def request_stop(self) -> None:
         """First call: finish gracefully. Second call: abort retries and leave now (nothing is lost:
@@ -146,20 +155,14 @@ class SinkWorker:
         """Consume until stopped, idle for `stop_when_idle_s`, or `stop_after_docs` documents are done."""
         self._consumer = Consumer(self._consumer_config())
         producer = Producer(self._producer_config())
-        client = make_client(self.es, self.sink)
-        self._pool = ThreadPoolExecutor(self.sink.max_in_flight_requests, thread_name_prefix="sink-bulk")
-        self._writer = BulkWriter(
-            client,
-            producer,
-            self.documents,
-            self.sink,
-            self.kafka.topic(self.sink.sink_deadletter_topic),
-            self._abort,
+        destination = self._destination = self._make_destination(
+            producer, self.kafka.topic(self.sink.sink_deadletter_topic), self._abort
         )
+        self._pool = ThreadPoolExecutor(self.sink.max_in_flight_requests, thread_name_prefix="sink-write")
         self._consumer.subscribe(
             self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
-        log.info("sink started", topics=self.topics, group_id=self.sink.group_id, elasticsearch=self.es.url)
+        log.info("sink started", topics=self.topics, group_id=self.sink.group_id, **destination.describe())
         try:
             self._loop(stop_when_idle_s, stop_after_docs)
             self._drain()
@@ -168,8 +171,8 @@ class SinkWorker:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._consumer.close()
             producer.flush(10)
-            client.close()
-            self.stats.retries = self._writer.retries
+            destination.close()
+            self.stats.retries = destination.retries
             log.info("sink stopped", **self.stats.as_dict())
         return self.stats
 
@@ -227,7 +230,7 @@ class SinkWorker:
             message.offset(),
             None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts_ms,
         )
-        decoded: Decoded = self._decoders[topic](message.value(), origin)
+        decoded = self._decode(topic, message.value(), origin)
         self.stats.messages += 1
         if self.stats.first_message_at is None:
             self.stats.first_message_at = now
@@ -245,9 +248,22 @@ class SinkWorker:
         if not decoded.docs and not decoded.failures:
             self._commit()  # e.g. an empty array: nothing to write, the offset moves on
 
+    def _decode(self, topic: str, value: bytes | None, origin: Origin) -> Decoded:
+        """The destination decodes; if it fails on an input it did not foresee, the whole message
+        is dead-lettered rather than stopping the sink."""
+        assert self._destination is not None
+        try:
+            return self._destination.decode(self._kinds[topic], value, origin)
+        except Exception as exc:
+            log.exception("message could not be decoded; dead-lettered", topic=topic, offset=origin.offset)
+            reason = f"could not be decoded: {type(exc).__name__}: {exc}"
+            return Decoded([], [Failure(reason, INVALID_INPUT, value, origin)])
+
     def _submit(self, batch: Batch) -> None:
-        assert self._pool is not None and self._writer is not None
-        self._in_flight[self._pool.submit(self._writer.write, batch)] = batch
+        assert self._pool is not None and self._destination is not None
+        future = self._pool.submit(self._destination.write, batch)
+        self._in_flight[future] = batch
+        self._submitted_at[future] = time.monotonic()
 
     def _reap(self) -> None:
         """Account for finished batches, then commit what they completed (or what an earlier, failed
@@ -256,6 +272,7 @@ class SinkWorker:
         now = time.monotonic()
         for future in finished:
             batch = self._in_flight.pop(future)
+            self._write_seconds.observe(now - self._submitted_at.pop(future, now))
             self._pending_bytes -= batch.nbytes
             if future.cancelled():
                 continue
@@ -286,17 +303,17 @@ class SinkWorker:
         or Elasticsearch is failing; resume with wide hysteresis, because a pause drops librdkafka's
         prefetched data (fetched again on resume). A paused consumer also stops fetching, which
         on noida-db (no fetch wait: caught-up consumers busy-poll) leaves its CPU to indexing."""
-        assert self._writer is not None
-        failing = self._writer.failing
+        assert self._destination is not None
+        failing = self._destination.failing
         if failing != self._failing_seen:  # a busy Elasticsearch is routine; a failing one is news
             self._failing_seen = failing
             if failing:
                 log.warning(
-                    "elasticsearch failing: consumption paused until it recovers",
-                    retries=self._writer.retries,
+                    "destination failing: consumption paused until it recovers",
+                    retries=self._destination.retries,
                 )
             else:
-                log.info("elasticsearch recovered", retries=self._writer.retries)
+                log.info("destination recovered", retries=self._destination.retries)
         limit = self.sink.max_pending_bytes
         slots = self.sink.max_in_flight_requests
         queued = len(self._in_flight) - slots  # batches waiting for a request slot
@@ -310,7 +327,7 @@ class SinkWorker:
                     "consumption paused",
                     pending_bytes=self._pending_bytes,
                     in_flight=len(self._in_flight),
-                    elasticsearch_failing=self._writer.failing,
+                    destination_failing=self._destination.failing,
                 )
         elif self._paused and self._pending_bytes <= limit // 2 and queued <= 0 and not failing:
             self._consumer.resume(self._consumer.assignment())
@@ -335,8 +352,8 @@ class SinkWorker:
 
     def _report(self, now: float, last: tuple[float, int]) -> tuple[float, int]:
         """One progress line; the rate is over the interval since the previous line."""
-        assert self._writer is not None
-        self.stats.retries = self._writer.retries
+        assert self._destination is not None
+        self.stats.retries = self._destination.retries
         last_at, last_done = last
         log.info(
             "sink progress",
@@ -344,10 +361,30 @@ class SinkWorker:
             pending_bytes=self._pending_bytes,
             in_flight=len(self._in_flight),
             paused=self._paused,
-            elasticsearch_failing=self._writer.failing,
+            destination_failing=self._destination.failing,
             **self.stats.as_dict(),
         )
+        self._observe_lag()
+        if self._destination.failing:
+            self.metrics.set_healthy(False, "destination failing: consumption paused")
+        else:
+            self.metrics.set_healthy(True, ttl_s=max(60.0, 3 * self.sink.stats_interval_s))
         return now, self.stats.done
+
+    def _observe_lag(self) -> None:
+        """Lag per assigned partition: its end minus this consumer's position."""
+        self._lag.clear()
+        try:
+            assignment = self._consumer.assignment()
+            positions = self._consumer.position(assignment) if assignment else []
+        except KafkaException:
+            return
+        for tp in positions:
+            if tp.offset < 0:
+                continue  # nothing consumed from it yet
+            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0:
+                self._lag.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, high - tp.offset))
 
     # -- rebalances (called by the consumer, on this thread, inside consume())
 

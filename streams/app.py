@@ -1,21 +1,20 @@
 """The faust-streaming app: raw events in; enriched events, dead letters, late events and window
-aggregates out.
+aggregates out. A thin shell: the rules live in the core modules it calls.
 
-Two agents, each a thin shell around the pure core (enrich, dedup, windows):
+Two agents:
 
-- `process_calls` reads raw (or replay) batches. Per message it validates, re-routes events that
-  sit on the wrong partition, drops duplicates, enriches, flags late events, publishes the
-  enriched batch, and pre-aggregates the whole batch into partial window states, which go to the
-  partials topic by window. Work is per batch, so a hot model costs one partial per batch, not
-  one table write per event. Every output is attached to the input message: faust publishes
-  it before it commits the input offset (at-least-once). It also records each partition's next
-  offset, and reads input its consumer moved past (faust-streaming drops input fetched during
-  recovery; see "input continuity" below), as does `merge_windows`.
-- `merge_windows` reads partials in batches, merges them into the window table (its changelog is
-  what a restarted worker recovers), then publishes each changed window once, with a growing
-  version, and only then acks its inputs. A partial carries its source (topic:partition, offset),
-  and a window skips sources it has already applied, so a partial re-sent after a crash is never
-  counted twice.
+- `process_calls` reads raw (or replay) batches. Per message, `streams.process.RawProcessor`
+  decides everything (validation, event-time bounds, re-routing, dedup, enrichment, lateness,
+  name caps, partial windows); this shell publishes the outcome, attached to the input message
+  (faust publishes it before it commits the input offset: at-least-once), and persists the
+  partition's state in changelogged tables. Whatever the message holds, it ends up processed or in
+  a dead letter, and the partition moves on.
+- `merge_windows` reads partials in batches, merges them into the window table through
+  `streams.partials.WindowEntry` (which skips partials of source offsets it already merged), then
+  publishes each changed window once, with a growing version, and only then acks its inputs.
+
+Both agents record the next offset of every input partition and read input their consumer moved
+past (see "input continuity" below).
 """
 
 from __future__ import annotations
@@ -24,16 +23,16 @@ import asyncio
 import os
 import signal
 import time
-import zlib
-from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, cast
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import orjson
-from confluent_kafka import Message
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
+from callstream import logs, topics
 from callstream.errors import MissingExtraError
+from callstream.metrics import Metrics
 
 try:
     import faust
@@ -41,49 +40,22 @@ try:
 except ImportError as exc:
     raise MissingExtraError("stream", "faust-streaming") from exc
 
-
-from callstream import logs, topics
-from callstream.producers.contract import (
-    RawCallEvent,
-    RejectedEvent,
-    decode_events,
-    encode_events,
-    partition_for_event_id,
-)
 from callstream.producers.deadletter import dead_letter, encode_dead_letter
 from callstream.settings import KafkaSettings
+from callstream.streams import faust_surface
 from callstream.streams.catalogue import load_catalogue
+from callstream.streams.clock import PartitionClock, publication_ms
+from callstream.streams.connection import faust_broker_settings
 from callstream.streams.dedup import DedupIndex
-from callstream.streams.enrich import enrich, epoch_ms
+from callstream.streams.keycap import KeyCap, parse_slot_key, slot_key
+from callstream.streams.partials import PartialError, WindowEntry, decode_partial, window_partition
+from callstream.streams.process import JSON_OPTIONS, Outcome, PartitionState, RawInput, RawProcessor
 from callstream.streams.settings import StreamSettings
-from callstream.streams.windows import WindowKey, WindowState, expired, fold_minutes, rollup
+from callstream.streams.windows import WindowKey, WindowState, expired
 from callstream.topic_reader import read_range
 from callstream.topics import TopicSpec
 
 log = logs.get(__name__)
-
-MINUTE_MS = 60_000
-JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
-
-
-def window_partition(window_key: str, partitions: int) -> int:
-    """Partition of a window in the partials topic and in the window table's changelog."""
-    return zlib.crc32(window_key.encode()) % partitions
-
-
-@dataclass
-class WindowEntry:
-    state: WindowState
-    version: int = 0
-    applied: dict[str, int] = field(default_factory=dict)  # source "topic:partition" -> last offset merged
-
-    def to_bytes(self) -> bytes:
-        return orjson.dumps({"s": self.state.to_wire(), "v": self.version, "a": self.applied})
-
-    @classmethod
-    def from_bytes(cls, raw: bytes) -> WindowEntry:
-        doc = orjson.loads(raw)
-        return cls(WindowState.from_wire(doc["s"]), doc["v"], doc["a"])
 
 
 @dataclass
@@ -91,24 +63,32 @@ class Counters:
     messages: int = 0
     valid: int = 0
     invalid: int = 0
+    out_of_bounds: int = 0  # events whose time is outside the accepted bounds (dead-lettered)
+    failed: int = 0  # inputs no rule could process (dead-lettered whole)
     duplicates: int = 0
     rerouted: int = 0
     late: int = 0
+    capped: int = 0  # names aggregated under `other` by the per-day cap
     skipped_read: int = 0  # input messages the consumer moved past, read directly
     refetched: int = 0  # times the consumer was sent back to input left at a partition's end
     partials_merged: int = 0
     partials_skipped: int = 0
+    partials_too_late: int = 0  # partial windows whose window had already left state
+    partials_invalid: int = 0
     windows_published: int = 0
     windows_expired: int = 0
 
 
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 class StreamPipeline:
-    """The state and the per-batch steps of the app; faust only moves messages in and out."""
+    """The state and the per-message steps of the app; faust only moves messages in and out."""
 
     def __init__(self, app: faust.App, settings: StreamSettings, kafka: KafkaSettings) -> None:
         self.app = app
         self.settings = settings
-        self.prices = load_catalogue(settings)
         self.counters = Counters()
         self.partitions = settings.partitions
         self.retention = settings.retention_ms()
@@ -119,6 +99,13 @@ class StreamPipeline:
             partials_name = topics.replay_partials_topic(settings.generation)
         else:
             source_name, partials_name = topics.RAW, topics.AGGREGATE_PARTIALS
+        self.processor = RawProcessor(
+            load_catalogue(settings),
+            self.partitions,
+            settings.grace_ms,
+            settings.event_time_bounds(),
+            settings.enriched_max_bytes,
+        )
         raw: dict[str, Any] = {"value_serializer": "raw", "key_serializer": "raw"}
         self.source = app.topic(kafka.topic(source_name), partitions=self.partitions, **raw)
         self.enriched = app.topic(kafka.topic(topics.ENRICHED), **raw)
@@ -130,38 +117,133 @@ class StreamPipeline:
         self.partials_name = kafka.topic(partials_name)
         self.kafka = kafka
         # value_type=bytes makes faust use the raw codec for the changelog: values come back from
-        # recovery exactly as written (orjson bytes). Keys are strings (json codec).
+        # recovery exactly as written. Keys are strings (json codec).
         table_options: dict[str, Any] = {"partitions": self.partitions, "key_type": str, "value_type": bytes}
         self.stream_times = app.Table("stream-time", **table_options)
         self.dedup_table = app.Table("dedup", **table_options)
+        self.keycap_table = app.Table("key-cap", **table_options)
         self.windows = app.Table("windows", **table_options)
-        # Window keys are placed by our own hash (the one that routed their partials), so the
-        # changelog partition of a key is the partials partition that owns it, even when the
-        # table is written while a batch is flushed.
         partitions = self.partitions
-        self.windows.partition_for_key = lambda key: window_partition(key, partitions)  # type: ignore[method-assign]
+        faust_surface.place_keys(self.windows, lambda key: window_partition(key, partitions))
         # Next offset to merge per partials partition, keyed by that partition (and kept there).
         self.merge_progress = app.Table("merge-progress", **table_options)
-        self.merge_progress.partition_for_key = lambda key: int(key)  # type: ignore[method-assign]
-        self.dedup_indexes: dict[int, DedupIndex] = {}
+        faust_surface.place_keys(self.merge_progress, int)
+        self.partition_states: dict[int, PartitionState] = {}
         self.window_cache: dict[str, WindowEntry] = {}
         self.window_time_ms = 0
         self.republish_pending = False
         self.last_input: dict[faust.types.TP, float] = {}  # when each input partition last delivered
         self.group_starts: dict[faust.types.TP, int] = {}  # for partitions with nothing recorded
         self.assigned_at = time.monotonic()
+        self.metrics = Metrics("stream")
+        self.metrics.expose(lambda: asdict(self.counters), "Stream worker counts since start")
+        self.lag = self.metrics.gauge(
+            "input_lag_messages", "Input messages not processed yet", ["topic", "partition"]
+        )
+
+    async def observe_lag(self) -> None:
+        """Lag per input partition: its end minus the next offset this worker would process."""
+        consumer = self.app.consumer
+        inputs = [tp for tp in consumer.assignment() if tp.topic in (self.source_name, self.partials_name)]
+        ends = await consumer.highwaters(*inputs) if inputs else {}
+        self.lag.clear()
+        for tp in inputs:
+            end = ends.get(tp)
+            recorded = self._recorded_next(tp)
+            if end is not None and recorded is not None:
+                self.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, end - recorded))
 
     # -- process_calls ---------------------------------------------------------------------------
 
     async def process_calls(self, event: faust.types.EventT) -> None:
         message = event.message
-        topic, partition, offset = message.topic, message.partition, message.offset
-        stream_time, recorded = self._progress(partition)
-        for skipped in await self._input_skipped_before(message.tp, offset, recorded):
-            stream_time = await self._process(
-                topic, partition, skipped.offset(), skipped.value(), stream_time
+        state = self._partition_state(message.partition)
+        for skipped in await self._input_skipped_before(message.tp, message.offset, state.clock.next_offset):
+            ts_type, ts_ms = skipped.timestamp()
+            timestamp = None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts_ms
+            await self._process(
+                message.topic, message.partition, skipped.offset(), skipped.value(), timestamp
             )
-        await self._process(topic, partition, offset, event.value, stream_time)
+        timestamp_ms = int(message.timestamp * 1000) if message.timestamp else None
+        await self._process(message.topic, message.partition, message.offset, event.value, timestamp_ms)
+
+    async def _process(
+        self, topic: str, partition: int, offset: int, value: bytes | None, timestamp_ms: int | None
+    ) -> None:
+        """One raw message: processed, or (if no rule could) dead-lettered whole; either way the
+        partition's state moves past it."""
+        self.counters.messages += 1
+        self.last_activity = time.monotonic()
+        state = self._partition_state(partition)
+        raw = RawInput(topic, partition, offset, value, publication_ms(timestamp_ms, _now_ms()))
+        try:
+            outcome = self.processor.process(state, raw)
+        except Exception as exc:  # an input no rule foresaw (or a bug): never stop the partition for it
+            log.exception("input could not be processed; dead-lettered", topic=topic, partition=partition)
+            letter = dead_letter(
+                f"could not be processed: {type(exc).__name__}: {exc}",
+                "stream.process",
+                value,
+                source_topic=topic,
+                source_partition=partition,
+                source_offset=offset,
+            )
+            outcome = Outcome(dead_letters=[letter])
+            state.clock.next_offset = offset + 1
+            self.counters.failed += 1
+        await self._publish_outcome(outcome)
+        self._persist(partition, state, outcome)
+
+    async def _publish_outcome(self, outcome: Outcome) -> None:
+        counters = self.counters
+        for letter in outcome.dead_letters:
+            await self.deadletter.send(value=encode_dead_letter(letter))
+        for target, value in outcome.elsewhere.items():
+            await self.source.send(value=value, partition=target)
+        for chunk in outcome.enriched:
+            await self.enriched.send(value=chunk)
+        if outcome.late:
+            await self.late.send(value=orjson.dumps(outcome.late, option=JSON_OPTIONS))
+        for target, value in outcome.partials.items():
+            await self.partials.send(value=value, partition=target)
+        counters.valid += outcome.valid
+        counters.invalid += outcome.invalid
+        counters.out_of_bounds += outcome.out_of_bounds
+        counters.duplicates += outcome.duplicates
+        counters.rerouted += outcome.rerouted
+        counters.late += len(outcome.late)
+
+    def _persist(self, partition: int, state: PartitionState, outcome: Outcome) -> None:
+        """The partition's state after this input, in the changelogged tables."""
+        offset = (state.clock.next_offset or 1) - 1
+        if outcome.dedup_record is not None:
+            self.dedup_table[f"{partition}:{offset}"] = outcome.dedup_record
+        for gone in outcome.expired_batches:
+            self.dedup_table.pop(f"{partition}:{gone}", None)
+        for slot, record in state.keycap.snapshots().items():
+            self.keycap_table[slot_key(partition, slot)] = record
+        for slot in state.keycap.expire(state.clock.stream_time_ms - self.settings.max_event_age_ms):
+            self.keycap_table.pop(slot_key(partition, slot), None)
+        self.counters.capped = sum(s.keycap.bucketed for s in self.partition_states.values())
+        self.stream_times[str(partition)] = state.clock.to_bytes()
+
+    def _partition_state(self, partition: int) -> PartitionState:
+        """The partition's state: cached, else rebuilt from the tables faust recovered."""
+        state = self.partition_states.get(partition)
+        if state is None:
+            dedup = DedupIndex(self.settings.dedup_horizon_ms)
+            keycap = KeyCap(self.settings.name_caps())
+            prefix = f"{partition}:"
+            for key, record in self.dedup_table.items():
+                if key.startswith(prefix):
+                    dedup.restore(int(key[len(prefix) :]), record)
+            for key, record in self.keycap_table.items():
+                owner, slot = parse_slot_key(key)
+                if owner == partition:
+                    keycap.restore(slot, record)
+            clock = PartitionClock.from_bytes(self.stream_times.get(str(partition)))
+            state = self.partition_states[partition] = PartitionState(clock, dedup, keycap)
+        return state
 
     # -- input continuity --------------------------------------------------------------------------
     # faust-streaming 0.15.3 drops messages fetched while a worker finishes table recovery
@@ -192,15 +274,14 @@ class StreamPipeline:
             None, read_range, self.kafka, tp.topic, tp.partition, expected, offset
         )
         self.counters.skipped_read += len(skipped)
-        # faust waits for acks of these offsets before it commits past them: it never will get them.
-        await cast(Any, self.app.consumer)._add_gap(tp, expected, offset - 1)
+        await faust_surface.mark_done(self.app, tp, expected, offset - 1)
         return skipped
 
     async def fetch_input_left_behind(self) -> None:
         """A hole at the end of a partition shows only when the partition's next message arrives.
         When a partition has been quiet for a while, compare its recorded next offset with its end;
         if input lies between, seek the consumer back to it, so that it comes through the agent."""
-        consumer = cast(Any, self.app.consumer)
+        consumer = self.app.consumer
         now = time.monotonic()
         quiet = [
             tp
@@ -228,7 +309,7 @@ class StreamPipeline:
     def _recorded_next(self, tp: faust.types.TP) -> int | None:
         """The next offset recorded for an input partition (raw or partials), if any."""
         if tp.topic == self.source_name:
-            return self._progress(tp.partition)[1]
+            return self._partition_state(tp.partition).clock.next_offset
         raw = self.merge_progress.get(str(tp.partition))
         return int(raw) if raw else None
 
@@ -238,142 +319,33 @@ class StreamPipeline:
         if recorded is not None:
             return recorded
         if tp not in self.group_starts:  # asked once per assignment, not on every timer tick
-            # faust's consumer read the group's commits when it was assigned the partition; this
-            # asks no other client to talk to the group coordinator on the worker's behalf.
-            consumer = cast(Any, self.app.consumer)
-            committed = consumer._committed_offset[tp]
+            committed = faust_surface.committed_offset(self.app, tp)
             if committed is None:
-                committed = (await consumer.earliest_offsets(tp)).get(tp) or 0
+                committed = (await self.app.consumer.earliest_offsets(tp)).get(tp) or 0
             self.group_starts[tp] = int(committed)
         return self.group_starts[tp]
-
-    async def _process(self, topic: str, partition: int, offset: int, value: bytes, stream_time: int) -> int:
-        """One raw message (a batch of events); returns the partition's new stream time."""
-        self.counters.messages += 1
-        self.last_activity = time.monotonic()
-        valid, rejected = decode_events(value)
-        for rejection in rejected:
-            await self.deadletter.send(value=self._dead_letter(rejection, topic, partition, offset))
-        self.counters.invalid += len(rejected)
-        valid = await self._reroute(valid, partition)
-        times = [epoch_ms(e.event_time) for e in valid]
-        index = self._dedup_index(partition)
-        verdicts = index.admit(offset, zip((e.event_id for e in valid), times, strict=True))
-        fresh = [(e, at) for e, at, ok in zip(valid, times, verdicts, strict=True) if ok]
-        self.counters.duplicates += len(valid) - len(fresh)
-        if fresh:  # the index recorded this batch's ids and newest event time: persist that record
-            self.dedup_table[f"{partition}:{offset}"] = index.batches[offset]
-        docs, late, stream_time = self._enrich(fresh, stream_time)
-        self.counters.valid += len(docs)
-        self.counters.late += len(late)
-        self.stream_times[str(partition)] = orjson.dumps([stream_time, offset + 1])
-        for chunk in _chunks_by_bytes(docs, self.settings.enriched_max_bytes):
-            await self.enriched.send(value=chunk)
-        if late:
-            await self.late.send(value=orjson.dumps(late, option=JSON_OPTIONS))
-        source = f"{topic}:{partition}"
-        by_partition: dict[int, dict[str, Any]] = defaultdict(dict)
-        for window, state in rollup(fold_minutes(docs)).items():
-            key = window.encode()
-            by_partition[window_partition(key, self.partitions)][key] = state.to_wire()
-        for target, states in sorted(by_partition.items()):
-            body = {"src": source, "o": offset, "st": stream_time, "w": states}
-            await self.partials.send(value=orjson.dumps(body), partition=target)
-        for gone in index.expire(stream_time):
-            self.dedup_table.pop(f"{partition}:{gone}", None)
-        return stream_time
-
-    async def _reroute(self, events: list[RawCallEvent], partition: int) -> list[RawCallEvent]:
-        """Events whose id belongs to another partition go there, so that dedup sees every copy."""
-        mine: list[RawCallEvent] = []
-        elsewhere: dict[int, list[RawCallEvent]] = defaultdict(list)
-        for e in events:
-            target = partition_for_event_id(e.event_id, self.partitions)
-            (mine if target == partition else elsewhere[target]).append(e)
-        for target, moved in sorted(elsewhere.items()):
-            await self.source.send(value=encode_events(moved), partition=target)
-            self.counters.rerouted += len(moved)
-        return mine
-
-    def _enrich(
-        self, events: list[tuple[RawCallEvent, int]], stream_time: int
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
-        """Enrich in order; an event whose minute window closed (end + grace) before the partition's
-        stream time reached it is late: flagged, published to the late topic, and still counted."""
-        grace = self.settings.grace_ms
-        docs: list[dict[str, Any]] = []
-        late: list[dict[str, Any]] = []
-        for e, at in events:
-            doc = enrich(e, self.prices)
-            if at - at % MINUTE_MS + MINUTE_MS + grace < stream_time:
-                doc["late"] = True
-                late.append(doc)
-            elif at > stream_time:
-                stream_time = at
-            docs.append(doc)
-        return docs, late, stream_time
-
-    def _progress(self, partition: int) -> tuple[int, int | None]:
-        """The partition's stream time and the offset of the next message to process (None if
-        not recorded: nothing processed yet, or a record from before offsets were recorded)."""
-        raw = self.stream_times.get(str(partition))
-        if not raw:
-            return 0, None
-        record = orjson.loads(raw)
-        return (int(record), None) if isinstance(record, int) else (int(record[0]), int(record[1]))
-
-    def _dedup_index(self, partition: int) -> DedupIndex:
-        index = self.dedup_indexes.get(partition)
-        if index is None:
-            index = self.dedup_indexes[partition] = DedupIndex(self.settings.dedup_horizon_ms)
-            prefix = f"{partition}:"
-            for key, record in self.dedup_table.items():
-                if key.startswith(prefix):
-                    index.restore(int(key[len(prefix) :]), record)
-        return index
-
-    def _dead_letter(self, rejection: RejectedEvent, topic: str, partition: int, offset: int) -> bytes:
-        letter = dead_letter(
-            rejection.reason,
-            "stream.validate",
-            rejection.original,
-            source_topic=topic,
-            source_partition=partition,
-            source_offset=offset,
-            batch_index=rejection.index,
-        )
-        return encode_dead_letter(letter)
 
     # -- merge_windows ---------------------------------------------------------------------------
 
     async def merge_windows(self, events: Sequence[faust.types.EventT]) -> None:
         """Merge a batch of partials, then publish every changed window once."""
         self.last_activity = time.monotonic()
-        by_partition: dict[faust.types.TP, list[bytes]] = {}
+        by_partition: dict[faust.types.TP, list[tuple[int, bytes | None]]] = {}
         next_offsets: dict[int, int] = {}
         for event in events:
             tp, offset = event.message.tp, event.message.offset
             if tp not in by_partition:
                 skipped = await self._input_skipped_before(tp, offset, self._recorded_next(tp))
-                by_partition[tp] = [m.value() for m in skipped]
-            by_partition[tp].append(event.value)
+                by_partition[tp] = [(m.offset(), m.value()) for m in skipped]
+            by_partition[tp].append((offset, event.value))
             next_offsets[tp.partition] = offset + 1
         changed: set[str] = set()
-        for value in (value for values in by_partition.values() for value in values):
-            body = orjson.loads(value)
-            source, offset = body["src"], body["o"]
-            self.window_time_ms = max(self.window_time_ms, body["st"])
-            for key, wire in body["w"].items():
-                partial = WindowState.from_wire(wire)
-                entry = self._window(key, partial)
-                if entry.applied.get(source, -1) >= offset:
-                    self.counters.partials_skipped += 1
-                    continue
-                entry.state.merge(partial)
-                entry.applied[source] = offset
-                entry.version += 1
-                changed.add(key)
-                self.counters.partials_merged += 1
+        letters: list[dict[str, Any]] = []
+        for tp, values in by_partition.items():
+            for offset, value in values:
+                changed |= self._merge_partial(tp, offset, value, letters)
+        for letter in letters:
+            await self.deadletter.send(value=encode_dead_letter(letter))
         # Publish first, then record in the changelog: a crash in between re-merges the same
         # partials into the same versions, which the sink treats as already written.
         for key in sorted(changed):
@@ -385,6 +357,50 @@ class StreamPipeline:
         self.counters.windows_published += len(changed)
         self._expire_windows()
         await self.app.producer.flush()
+
+    def _merge_partial(
+        self, tp: faust.types.TP, offset: int, value: bytes | None, letters: list[dict[str, Any]]
+    ) -> set[str]:
+        """Merge one partials message; what cannot be read goes to `letters`. Returns changed keys."""
+
+        def letter(reason: str, original: Any) -> dict[str, Any]:
+            return dead_letter(
+                reason,
+                "stream.merge",
+                original,
+                source_topic=tp.topic,
+                source_partition=tp.partition,
+                source_offset=offset,
+            )
+
+        try:
+            partial = decode_partial(value)
+        except PartialError as exc:
+            self.counters.partials_invalid += 1
+            letters.append(letter(str(exc), value))
+            return set()
+        # The window clock follows the sources' stream times, which the clock bounds already keep
+        # near the present; it never runs ahead of this worker's clock by more than the skew.
+        ceiling = _now_ms() + self.settings.max_clock_skew_ms
+        self.window_time_ms = max(self.window_time_ms, min(partial.stream_time_ms, ceiling))
+        changed: set[str] = set()
+        for key, wire in partial.windows.items():
+            try:
+                window = WindowKey.decode(key)
+                state = WindowState.from_wire(wire)
+            except (ValueError, KeyError, TypeError) as exc:
+                self.counters.partials_invalid += 1
+                letters.append(letter(f"invalid partial window {key[:200]!r}: {exc}", wire))
+                continue
+            entry = self._window(key, window, state)
+            if entry is None:
+                self.counters.partials_too_late += 1
+            elif entry.apply(state, partial.source, partial.offset):
+                changed.add(key)
+                self.counters.partials_merged += 1
+            else:
+                self.counters.partials_skipped += 1
+        return changed
 
     async def _publish(self, key: str, entry: WindowEntry) -> None:
         aggregate = entry.state.to_aggregate(WindowKey.decode(key), self.version_base + entry.version)
@@ -405,15 +421,19 @@ class StreamPipeline:
         await self.app.producer.flush()
         log.info("windows republished after recovery", windows=count)
 
-    def _window(self, key: str, first: WindowState) -> WindowEntry:
-        """The window's entry: cached, else recovered from the table, else new (labelled like `first`)."""
+    def _window(self, key: str, window: WindowKey, first: WindowState) -> WindowEntry | None:
+        """The window's entry: cached, else recovered from the table, else new (labelled like
+        `first`); None when the window has already left state (past its retention): recreating it
+        would publish a fresh, lower version holding only the late events."""
         entry = self.window_cache.get(key)
         if entry is None:
             raw = self.windows.get(key)
             if raw:
                 entry = WindowEntry.from_bytes(raw)
+            elif expired(window, self.window_time_ms, self.retention):
+                return None
             else:
-                entry = WindowEntry(WindowState(provider=first.provider, model_family=first.model_family))
+                entry = WindowEntry.new(first)
             self.window_cache[key] = entry
         return entry
 
@@ -428,56 +448,10 @@ class StreamPipeline:
 
     def forget_cached_state(self) -> None:
         """After a rebalance, in-memory views are rebuilt from the tables, which faust recovered."""
-        self.dedup_indexes.clear()
+        self.partition_states.clear()
         self.window_cache.clear()
         self.group_starts.clear()
         self.republish_pending = True
-
-
-def _chunks_by_bytes(docs: list[dict[str, Any]], max_bytes: int) -> list[bytes]:
-    """Serialise enriched events (each once) into JSON arrays of at most `max_bytes` each
-    (a single larger event gets an array of its own)."""
-    chunks: list[bytes] = []
-    parts: list[bytes] = []
-    size = 2
-    for doc in docs:
-        encoded = orjson.dumps(doc, option=JSON_OPTIONS)
-        if parts and size + len(encoded) + 1 > max_bytes:
-            chunks.append(b"[" + b",".join(parts) + b"]")
-            parts, size = [], 2
-        parts.append(encoded)
-        size += len(encoded) + 1
-    if parts:
-        chunks.append(b"[" + b",".join(parts) + b"]")
-    return chunks
-
-
-def faust_broker_settings(kafka: KafkaSettings) -> dict[str, Any]:
-    """aiokafka's view of the same connection settings the confluent clients use."""
-    conf: dict[str, Any] = {"broker": [f"kafka://{s.strip()}" for s in kafka.bootstrap_servers.split(",")]}
-    ssl_context = None
-    if kafka.security_protocol in ("SSL", "SASL_SSL"):
-        import ssl
-
-        ssl_context = ssl.create_default_context(cafile=kafka.ssl_ca_location)
-        if kafka.ssl_certificate_location:
-            ssl_context.load_cert_chain(kafka.ssl_certificate_location, kafka.ssl_key_location)
-    if kafka.sasl_mechanism:
-        password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
-        if kafka.sasl_mechanism == "PLAIN":
-            conf["broker_credentials"] = faust.SASLCredentials(
-                username=kafka.sasl_username, password=password, ssl_context=ssl_context
-            )
-        else:
-            conf["broker_credentials"] = faust.SASLCredentials(
-                username=kafka.sasl_username,
-                password=password,
-                mechanism=kafka.sasl_mechanism,
-                ssl_context=ssl_context,
-            )
-    elif ssl_context is not None:
-        conf["broker_credentials"] = faust.SSLCredentials(ssl_context)
-    return conf
 
 
 def internal_topic_specs(app: faust.App) -> list[TopicSpec]:
@@ -505,6 +479,7 @@ def create_app(
     kafka: KafkaSettings | None = None,
     stop_when_idle_s: float | None = None,
 ) -> tuple[faust.App, StreamPipeline]:
+    faust_surface.check()
     settings = settings or StreamSettings()
     kafka = kafka or KafkaSettings()
     app_id = settings.app_id if not settings.generation else f"{settings.app_id}-g{settings.generation}"
@@ -537,31 +512,35 @@ def create_app(
 
     @app.agent(pipeline.partials, name="merge_windows")
     async def merge_windows(stream: faust.StreamT) -> None:
-        # take_events acks the batch only after the body returns: after the flush.
         within = settings.flush_interval_ms / 1000
-        batches = stream.take_events(settings.max_pending_partials, within=within)  # type: ignore[attr-defined]
-        async for events in batches:
+        async for events in faust_surface.take_events(stream, settings.max_pending_partials, within):
             await pipeline.merge_windows(events)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
         pipeline.forget_cached_state()
 
+    def settled() -> bool:
+        return faust_surface.recovery_completed(app) and not app.rebalancing
+
     @app.timer(interval=1.0)
     async def republish_after_recovery() -> None:
-        recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
-        if pipeline.republish_pending and not app.rebalancing and recovered:
+        if pipeline.republish_pending and settled():
             await pipeline.republish_windows()
 
     @app.timer(interval=5.0)
     async def fetch_input_left_behind() -> None:
-        recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
-        if recovered and not app.rebalancing and not pipeline.republish_pending:
+        if settled() and not pipeline.republish_pending:
             await pipeline.fetch_input_left_behind()
 
     @app.timer(interval=5.0)
     async def report() -> None:
-        log.info("stream progress", **pipeline.counters.__dict__)
+        log.info("stream progress", **asdict(pipeline.counters))
+        if settled():
+            await pipeline.observe_lag()
+            pipeline.metrics.set_healthy(True, ttl_s=30)  # lapses if this timer stops running
+        else:
+            pipeline.metrics.set_healthy(False, "rebalancing or recovering tables")
         idle_for = time.monotonic() - pipeline.last_activity
         if stop_when_idle_s is not None and idle_for > stop_when_idle_s:
             log.info("idle, stopping", idle_s=round(idle_for, 1))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+from dataclasses import asdict
 from datetime import datetime
 
 import typer
-from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
 from callstream import logs, topics
+from callstream.progress import progress
 from callstream.settings import KafkaSettings
 from callstream.streams.settings import StreamSettings
 
@@ -23,6 +24,12 @@ def stream_command(
     ),
     replay: bool = typer.Option(False, help="Consume the replay topic instead of the raw topic"),
     generation: int | None = typer.Option(None, help="Replay generation (defaults to now, epoch seconds)"),
+    replay_from: datetime | None = typer.Option(
+        None, "--from", help="With --replay: first UTC day of the replayed range (its event-time bound)"
+    ),
+    replay_to: datetime | None = typer.Option(
+        None, "--to", help="With --replay: UTC midnight after the replayed range"
+    ),
 ) -> None:
     """Validate, enrich and aggregate call events (a faust-streaming worker; stops on SIGTERM)."""
     import time
@@ -30,7 +37,9 @@ def stream_command(
     import faust
 
     from callstream.infra.setup import create_topics
+    from callstream.streams import faust_surface
     from callstream.streams.app import create_app, internal_topic_specs
+    from callstream.streams.replay import ReplayRangeError, check_range
 
     overrides: dict[str, object] = {}
     if partitions is not None:
@@ -40,6 +49,16 @@ def stream_command(
     if replay:
         overrides["source"] = "replay"
         overrides["generation"] = generation if generation is not None else int(time.time())
+        if replay_from is None or replay_to is None:
+            raise typer.BadParameter("--replay needs --from and --to: the range is its event-time bound")
+        try:
+            start, end = check_range(replay_from, replay_to)
+        except ReplayRangeError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        overrides["replay_from_ms"] = int(start.timestamp() * 1000)
+        overrides["replay_to_ms"] = int(end.timestamp() * 1000)
+    elif replay_from is not None or replay_to is not None:
+        raise typer.BadParameter("--from and --to apply only with --replay")
     settings = StreamSettings(**overrides)  # type: ignore[arg-type]
     try:
         import uvloop
@@ -48,11 +67,17 @@ def stream_command(
     except ImportError:  # uvloop is optional (about +25% throughput)
         pass
     kafka = KafkaSettings()
-    app, _ = create_app(settings, kafka, stop_when_idle_s=stop_when_idle_s)
+    app, pipeline = create_app(settings, kafka, stop_when_idle_s=stop_when_idle_s)
     create_topics(kafka, specs=internal_topic_specs(app))
-    logs.get(__name__).info("stream worker starting", app_id=app.conf.id, source=settings.source)
+    log = logs.get(__name__)
+    log.info("stream worker starting", app_id=app.conf.id, source=settings.source)
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False, override_logging=False)
-    worker.execute_from_commandline()
+    pipeline.metrics.serve_or_warn(settings.metrics_host, settings.metrics_port)
+    try:
+        faust_surface.without_spinner(worker).execute_from_commandline()
+    finally:
+        log.info("stream worker stopped", app_id=app.conf.id, **asdict(pipeline.counters))
+        pipeline.metrics.close()
 
 
 def replay_command(
@@ -65,23 +90,19 @@ def replay_command(
 ) -> None:
     """Recompute a range of history (e.g. after a price correction) as a new, higher generation."""
     from callstream.infra.setup import create_topics
-    from callstream.streams.replay import ReplayRangeError, copy_range, new_generation
+    from callstream.streams.replay import ReplayRangeError, check_range, copy_range, new_generation
 
     kafka = KafkaSettings()
     generation = generation if generation is not None else new_generation()
     try:
-        from callstream.streams.replay import check_range
-
-        check_range(start, end)
+        start, end = check_range(start, end)
     except ReplayRangeError as exc:
         raise typer.BadParameter(str(exc)) from exc
     create_topics(kafka, partitions, specs=topics.replay_topic_specs(kafka, generation, partitions))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with Progress(
-        TextColumn("replay copy"), TextColumn("{task.completed:,} events"), TimeElapsedColumn()
-    ) as bar:
-        task = bar.add_task("copy", total=None)
+    with progress() as bar:
+        task = bar.add_task("replay copy", total=None)
         report = copy_range(
             kafka, start, end, generation, on_progress=lambda n: bar.advance(task, n), stop=stop
         )
@@ -96,7 +117,16 @@ def replay_command(
         raise typer.Exit(1)
     if run:
         stream_command(
-            partitions=partitions, web_port=None, stop_when_idle_s=idle_s, replay=True, generation=generation
+            partitions=partitions,
+            web_port=None,
+            stop_when_idle_s=idle_s,
+            replay=True,
+            generation=generation,
+            replay_from=start,
+            replay_to=end,
         )
     else:
-        typer.echo(f"run: callstream stream --replay --generation {generation}")
+        typer.echo(
+            f"run: callstream stream --replay --generation {generation} "
+            f"--from {start.date().isoformat()} --to {end.date().isoformat()}"
+        )

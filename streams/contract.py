@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from callstream.durations import DAY_MS, HOUR_MS, MINUTE_MS
 from callstream.producers.contract import RawCallEvent
 from callstream.producers.deadletter import DeadLetter
 
@@ -22,7 +23,7 @@ RequestStatus = Literal["success", "error"]
 WindowSize = Literal["1m", "1h", "1d"]
 Dimension = Literal["model", "provider", "model_family", "service", "user"]
 
-WINDOW_SIZES_MS: dict[str, int] = {"1m": 60_000, "1h": 3_600_000, "1d": 86_400_000}
+WINDOW_SIZES_MS: dict[str, int] = {"1m": MINUTE_MS, "1h": HOUR_MS, "1d": DAY_MS}
 
 
 class EnrichedCallEvent(RawCallEvent):
@@ -104,6 +105,9 @@ class WindowAggregate(BaseModel):
     errors_by_type: dict[str, int]
     tokens: TokenSums
     cost_usd: float
+    cost_pico: int | None = Field(
+        default=None, description="Exact cost in pico-dollars; None when beyond 64 bits (use cost_usd)"
+    )
     unpriced_requests: int
     usage_missing_requests: int = 0
     latency_ms: LatencySummary

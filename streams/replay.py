@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from callstream import topics
+from callstream.errors import ConfigurationError
 from callstream.producers.contract import RawCallEvent, decode_events
 from callstream.producers.loadgen import PublishReport, publish
 from callstream.settings import KafkaSettings
@@ -24,7 +25,7 @@ from callstream.topic_reader import iter_to_end
 DAY_S = 86_400
 
 
-class ReplayRangeError(ValueError):
+class ReplayRangeError(ConfigurationError):
     pass
 
 

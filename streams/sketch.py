@@ -17,6 +17,13 @@ _LOG_GAMMA = math.log(_GAMMA)
 MIN_INDEXABLE_MS = 1e-3  # below one microsecond a latency is counted as zero
 
 
+def bucket_of(value: float) -> int | None:
+    """The bucket a latency falls into; None for the zero bucket (below a microsecond)."""
+    if value < MIN_INDEXABLE_MS:
+        return None
+    return math.ceil(math.log(value) / _LOG_GAMMA)
+
+
 class LatencySketch:
     __slots__ = ("bins", "zero_count")
 
@@ -29,10 +36,14 @@ class LatencySketch:
         return self.zero_count + sum(self.bins.values())
 
     def add(self, value: float) -> None:
-        if value < MIN_INDEXABLE_MS:
+        self.add_key(bucket_of(value))
+
+    def add_key(self, key: int | None) -> None:
+        """Count one value already mapped to its bucket (`bucket_of`): the same value added to
+        several sketches is mapped once."""
+        if key is None:
             self.zero_count += 1
             return
-        key = math.ceil(math.log(value) / _LOG_GAMMA)
         bins = self.bins
         bins[key] = bins.get(key, 0) + 1
 

@@ -14,13 +14,14 @@ field is one entry there (and its contract line in streams.contract.WindowAggreg
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from callstream.producers.contract import LATEST_EVENT_TIME_MS
 from callstream.streams.contract import WINDOW_SIZES_MS
 from callstream.streams.pricing import PICO_PER_USD
-from callstream.streams.sketch import LatencySketch
+from callstream.streams.sketch import LatencySketch, bucket_of
 
 DIMENSIONS = ("model", "provider", "model_family", "service", "user")
 # Per-service and per-user windows exist for the long range only: a minute per user is noise.
@@ -63,85 +64,134 @@ class WindowKey:
         key, size, start = rest.rsplit(KEY_SEPARATOR, 2)
         if size not in WINDOW_SIZES_MS:
             raise ValueError(f"window key {text[:200]!r}: unknown window size {size!r}")
-        return cls(dimension, key, size, int(start))
+        start_ms = int(start)
+        if not 0 <= start_ms <= LATEST_EVENT_TIME_MS:
+            raise ValueError(f"window key {text[:200]!r}: start {start_ms} is out of range")
+        return cls(dimension, key, size, start_ms)
 
 
 @dataclass(frozen=True, slots=True)
 class Field:
     """One thing a window aggregates.
 
-    `of_event` is one enriched event's contribution (None: no contribution); `merge` says how two
-    states combine; `wire` is the compact key in partials and the changelog; `path` is where the
-    value goes in the published aggregate (None: used only to derive other values)."""
+    `of_event` is one enriched event's contribution, a Python expression over the event `doc`
+    (for "counts", the key to count, None for none); `merge` says how two states combine; `wire` is
+    the compact key in partials and the changelog; `path` is where the value goes in the published
+    aggregate (None: used only to derive other values). The table compiles into the two functions
+    on the hot path (`_add_event`, `_merge`), so declaring a field costs nothing per event."""
 
     name: str
     wire: str
     merge: Merge
-    of_event: Callable[[dict[str, Any]], Any]
+    of_event: str
     path: tuple[str, ...] | None
 
 
-def _one(_: dict[str, Any]) -> int:
-    return 1
-
-
 FIELDS: tuple[Field, ...] = (
-    Field("requests", "n", "sum", _one, ("requests",)),
-    Field("successes", "ok", "sum", lambda d: int(d["error_category"] is None), ("successes",)),
-    Field("errors", "err", "sum", lambda d: int(d["error_category"] is not None), ("errors",)),
+    Field("requests", "n", "sum", "1", ("requests",)),
+    Field("successes", "ok", "sum", 'doc["error_category"] is None', ("successes",)),
+    Field("errors", "err", "sum", 'doc["error_category"] is not None', ("errors",)),
     Field(
         "errors_by_type",
         "et",
         "counts",
-        lambda d: None if d["error_category"] is None else d["error_category"],
+        'doc["error_category"]',
         ("errors_by_type",),
     ),
-    Field("input_tokens", "ti", "sum", lambda d: d["input_tokens"], ("tokens", "input")),
-    Field("output_tokens", "to", "sum", lambda d: d["output_tokens"], ("tokens", "output")),
+    Field("input_tokens", "ti", "sum", 'doc["input_tokens"]', ("tokens", "input")),
+    Field("output_tokens", "to", "sum", 'doc["output_tokens"]', ("tokens", "output")),
     Field(
         "cache_read_input_tokens",
         "tcr",
         "sum",
-        lambda d: d["cache_read_input_tokens"],
+        'doc["cache_read_input_tokens"]',
         ("tokens", "cache_read_input"),
     ),
     Field(
         "cache_creation_input_tokens",
         "tcc",
         "sum",
-        lambda d: d["cache_creation_input_tokens"],
+        'doc["cache_creation_input_tokens"]',
         ("tokens", "cache_creation_input"),
     ),
     Field(
         "reasoning_output_tokens",
         "tr",
         "sum",
-        lambda d: d["reasoning_output_tokens"],
+        'doc["reasoning_output_tokens"]',
         ("tokens", "reasoning_output"),
     ),
-    Field("cost_pico", "c", "sum", lambda d: d["cost_pico"] if d["priced"] else 0, None),
-    Field("unpriced_requests", "up", "sum", lambda d: int(not d["priced"]), ("unpriced_requests",)),
+    Field("cost_pico", "c", "sum", 'doc["cost_pico"] if doc["priced"] else 0', ("cost_pico",)),
+    Field("unpriced_requests", "up", "sum", 'not doc["priced"]', ("unpriced_requests",)),
     Field(
         "usage_missing_requests",
         "um",
         "sum",
-        lambda d: int(d.get("usage") == "missing"),
+        'doc.get("usage") == "missing"',
         ("usage_missing_requests",),
     ),
-    Field("latency_min_ms", "lmin", "min", lambda d: d["duration_ms"], ("latency_ms", "min")),
-    Field("latency_max_ms", "lmax", "max", lambda d: d["duration_ms"], ("latency_ms", "max")),
-    Field("latency_sum_us", "lsum", "sum", lambda d: round(d["duration_ms"] * 1000), None),
-    Field("late_events", "late", "sum", lambda d: int(bool(d.get("late"))), ("late_events",)),
-    Field("sketch", "sk", "sketch", lambda d: d["duration_ms"], None),
+    Field("latency_min_ms", "lmin", "min", 'doc["duration_ms"]', ("latency_ms", "min")),
+    Field("latency_max_ms", "lmax", "max", 'doc["duration_ms"]', ("latency_ms", "max")),
+    Field("latency_sum_us", "lsum", "sum", 'round(doc["duration_ms"] * 1000)', None),
+    Field("late_events", "late", "sum", 'bool(doc.get("late"))', ("late_events",)),
+    Field("sketch", "sk", "sketch", 'doc["duration_ms"]', None),
 )
 
 
-def _empty(field: Field) -> Any:
-    if field.merge == "sum":
+def _compile(
+    fields: tuple[Field, ...],
+) -> tuple[Callable[..., Any], Callable[..., None], Callable[..., None]]:
+    """Three plain functions from the table, so that declaring a field costs nothing per event:
+    `contribution(doc)`, one event's part in every field (computed once per event), `apply(values,
+    contribution)` (an event folded into one of the several windows it belongs to), and
+    `merge(values, other)`."""
+    parts = ", ".join(
+        f"bucket_of({spec.of_event})" if spec.merge == "sketch" else f"({spec.of_event})" for spec in fields
+    )
+    contribution = ["def contribution(doc):", f"    return ({parts},)"]
+    apply, merge = ["def apply(values, c):"], ["def merge(values, other):"]
+    for i, spec in enumerate(fields):
+        name, mine, theirs = str(i), f"c[{i}]", f"o{i}"
+        merge.append(f"    {theirs} = other[{name}]")
+        if spec.merge == "sum":
+            apply.append(f"    values[{name}] += {mine}")
+            merge.append(f"    values[{name}] += {theirs}")
+        elif spec.merge == "counts":
+            apply += [
+                f"    if {mine} is not None:",
+                f"        k = values[{name}]; k[{mine}] = k.get({mine}, 0) + 1",
+            ]
+            merge += [
+                f"    k = values[{name}]",
+                f"    for key, n in {theirs}.items(): k[key] = k.get(key, 0) + n",
+            ]
+        elif spec.merge == "sketch":
+            apply.append(f"    values[{name}].add_key({mine})")
+            merge.append(f"    values[{name}].merge({theirs})")
+        else:
+            better = "<" if spec.merge == "min" else ">"
+            for lines, value in ((apply, mine), (merge, theirs)):
+                lines += [
+                    f"    if {value} is not None:",
+                    f"        current = values[{name}]",
+                    f"        if current is None or {value} {better} current: values[{name}] = {value}",
+                ]
+    namespace: dict[str, Any] = {"bucket_of": bucket_of}
+    source = "\n".join(contribution) + "\n\n" + "\n".join(apply) + "\n\n" + "\n".join(merge)
+    exec(source, namespace)
+    return namespace["contribution"], namespace["apply"], namespace["merge"]
+
+
+_contribution, _apply, _merge = _compile(FIELDS)
+INDEX = {spec.name: i for i, spec in enumerate(FIELDS)}  # a field's place in WindowState.values
+
+
+def _empty(spec: Field) -> Any:
+    if spec.merge == "sum":
         return 0
-    if field.merge == "counts":
+    if spec.merge == "counts":
         return {}
-    if field.merge == "sketch":
+    if spec.merge == "sketch":
         return LatencySketch()
     return None
 
@@ -172,59 +222,49 @@ class WindowState:
     __slots__ = ("model_family", "provider", "values")
 
     def __init__(self, provider: str | None = None, model_family: str | None = None) -> None:
-        self.values: dict[str, Any] = {f.name: _empty(f) for f in FIELDS}
+        self.values: list[Any] = [_empty(f) for f in FIELDS]  # in FIELDS order (INDEX)
         self.provider = provider
         self.model_family = model_family
 
+    @classmethod
+    def of(cls, provider: str | None = None, model_family: str | None = None, **values: Any) -> WindowState:
+        """A state with the given field values (the rest empty); names must be in FIELDS."""
+        state = cls(provider, model_family)
+        unknown = set(values) - set(INDEX)
+        if unknown:
+            raise TypeError(f"not window fields: {sorted(unknown)}")
+        for name, value in values.items():
+            state[name] = value
+        return state
+
     def __getitem__(self, name: str) -> Any:
-        return self.values[name]
+        return self.values[INDEX[name]]
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self.values[INDEX[name]] = value
+
+    def __getattr__(self, name: str) -> Any:
+        """Fields read as attributes too (state.cost_pico); FIELDS is the list of what exists."""
+        try:
+            return self.values[INDEX[name]]
+        except KeyError:
+            raise AttributeError(name) from None
 
     @property
     def requests(self) -> int:
-        return int(self.values["requests"])
+        return int(self["requests"])
 
     @property
     def sketch(self) -> LatencySketch:
-        sketch: LatencySketch = self.values["sketch"]
+        sketch: LatencySketch = self["sketch"]
         return sketch
 
     def add_event(self, doc: dict[str, Any]) -> None:
         """Fold one enriched event (a dict in the EnrichedCallEvent shape) into this state."""
-        values = self.values
-        for field in FIELDS:
-            contribution = field.of_event(doc)
-            if contribution is None:
-                continue
-            name, merge = field.name, field.merge
-            if merge == "sum":
-                values[name] += contribution
-            elif merge == "counts":
-                values[name][contribution] = values[name].get(contribution, 0) + 1
-            elif merge == "sketch":
-                values[name].add(contribution)
-            elif merge == "min":
-                current = values[name]
-                values[name] = contribution if current is None or contribution < current else current
-            else:
-                current = values[name]
-                values[name] = contribution if current is None or contribution > current else current
+        _apply(self.values, _contribution(doc))
 
     def merge(self, other: WindowState) -> None:
-        values = self.values
-        for field in FIELDS:
-            name, merge, theirs = field.name, field.merge, other.values[field.name]
-            if merge == "sum":
-                values[name] += theirs
-            elif merge == "counts":
-                counts = values[name]
-                for key, count in theirs.items():
-                    counts[key] = counts.get(key, 0) + count
-            elif merge == "sketch":
-                values[name].merge(theirs)
-            elif theirs is not None:
-                mine = values[name]
-                if mine is None or (theirs < mine if merge == "min" else theirs > mine):
-                    values[name] = theirs
+        _merge(self.values, other.values)
         if self.provider is None:
             self.provider = other.provider
         if self.model_family is None:
@@ -232,16 +272,15 @@ class WindowState:
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for field in FIELDS:
-            value = self.values[field.name]
-            if field.merge == "sum":
-                out[field.wire] = wire_int(value)
-            elif field.merge == "counts":
-                out[field.wire] = {key: wire_int(count) for key, count in value.items()}
-            elif field.merge == "sketch":
-                out[field.wire] = value.to_wire()
+        for spec, value in zip(FIELDS, self.values, strict=True):
+            if spec.merge == "sum":
+                out[spec.wire] = wire_int(value)
+            elif spec.merge == "counts":
+                out[spec.wire] = {key: wire_int(count) for key, count in value.items()}
+            elif spec.merge == "sketch":
+                out[spec.wire] = value.to_wire()
             else:
-                out[field.wire] = value
+                out[spec.wire] = value
         out["p"] = self.provider
         out["f"] = self.model_family
         return out
@@ -252,24 +291,23 @@ class WindowState:
         malformed one; a field missing from an older record starts empty."""
         state = cls(provider=doc.get("p"), model_family=doc.get("f"))
         values = state.values
-        for field in FIELDS:
-            if field.wire not in doc:
+        for i, spec in enumerate(FIELDS):
+            if spec.wire not in doc:
                 continue
-            raw = doc[field.wire]
-            if field.merge == "sum":
-                values[field.name] = read_int(raw)
-            elif field.merge == "counts":
-                values[field.name] = {str(key): read_int(count) for key, count in dict(raw).items()}
-            elif field.merge == "sketch":
-                values[field.name] = LatencySketch.from_wire(raw)
+            raw = doc[spec.wire]
+            if spec.merge == "sum":
+                values[i] = read_int(raw)
+            elif spec.merge == "counts":
+                values[i] = {str(key): read_int(count) for key, count in dict(raw).items()}
+            elif spec.merge == "sketch":
+                values[i] = LatencySketch.from_wire(raw)
             else:
-                values[field.name] = _read_number(raw)
+                values[i] = _read_number(raw)
         return state
 
     def to_aggregate(self, window: WindowKey, version: int) -> dict[str, Any]:
         """The document published for this window (the shape of streams.contract.WindowAggregate)."""
-        values = self.values
-        requests = values["requests"]
+        requests = self["requests"]
         doc: dict[str, Any] = {
             "doc_id": window.encode(),
             "version": version,
@@ -281,26 +319,49 @@ class WindowState:
             "window_start": datetime.fromtimestamp(window.start_ms / 1000, UTC),
             "window_end": datetime.fromtimestamp(window.end_ms / 1000, UTC),
         }
-        for field in FIELDS:
-            if field.path is None:
+        for spec, value in zip(FIELDS, self.values, strict=True):
+            if spec.path is None:
                 continue
             target = doc
-            for part in field.path[:-1]:
+            for part in spec.path[:-1]:
                 target = target.setdefault(part, {})
-            value = values[field.name]
-            if field.merge == "sum":
-                value = min(value, INT64_MAX)  # counts of events: unreachable, but never unencodable
-            target[field.path[-1]] = value
+            if spec.merge == "sum" and value > INT64_MAX:
+                value = None  # beyond what JSON numbers and Elasticsearch longs carry exactly
+            target[spec.path[-1]] = value
         sketch = self.sketch
-        doc["error_rate"] = values["errors"] / requests if requests else 0.0
-        doc["tokens"]["total"] = min(values["input_tokens"] + values["output_tokens"], INT64_MAX)
-        doc["cost_usd"] = values["cost_pico"] / PICO_PER_USD
+        doc["error_rate"] = self["errors"] / requests if requests else 0.0
+        doc["tokens"]["total"] = min(self["input_tokens"] + self["output_tokens"], INT64_MAX)
+        doc["cost_usd"] = self["cost_pico"] / PICO_PER_USD
         latency = doc["latency_ms"]
-        latency["mean"] = values["latency_sum_us"] / 1000 / requests if requests else None
+        latency["mean"] = self["latency_sum_us"] / 1000 / requests if requests else None
         for q in (50, 90, 95, 99):
             latency[f"p{q}"] = sketch.quantile(q / 100)
         doc["latency_sketch"] = sketch.to_wire()
         return doc
+
+    @classmethod
+    def from_aggregate(cls, doc: dict[str, Any]) -> WindowState:
+        """The mergeable state behind a published aggregate (as stored), so that windows read back
+        from a store merge like the stream merges them: exactly, percentiles from the sketches."""
+        state = cls(provider=doc.get("provider"), model_family=doc.get("model_family"))
+        for i, spec in enumerate(FIELDS):
+            if spec.path is None:
+                continue
+            value: Any = doc
+            for part in spec.path:
+                value = value.get(part) if isinstance(value, dict) else None
+            if value is None:
+                continue
+            state.values[i] = dict(value) if spec.merge == "counts" else value
+        if doc.get("cost_pico") is None:  # an older document, or a sum beyond 64 bits
+            state["cost_pico"] = round(doc.get("cost_usd", 0) * PICO_PER_USD)
+        mean = doc.get("latency_ms", {}).get("mean")
+        if mean is not None:
+            state["latency_sum_us"] = round(mean * state["requests"] * 1000)
+        sketch = doc.get("latency_sketch")
+        if sketch:
+            state["sketch"] = LatencySketch.from_wire(sketch)
+        return state
 
 
 def event_time_ms(doc: dict[str, Any]) -> int:
@@ -312,10 +373,12 @@ def event_time_ms(doc: dict[str, Any]) -> int:
 
 
 Labels = tuple[str, str, str, str, str]  # model, provider, model_family, service, user
+MODEL_DIMENSIONS = ("model", "provider", "model_family")
+LONG_RANGE_DIMENSIONS = ("service", "user")  # 1h and 1d windows only
 
 
 def labels_of(doc: dict[str, Any]) -> Labels:
-    """What an enriched event is grouped by, per dimension (after any cardinality cap)."""
+    """What an enriched event is grouped by, per dimension (before any cardinality cap)."""
     return (
         doc["model"],
         doc["provider"],
@@ -325,27 +388,52 @@ def labels_of(doc: dict[str, Any]) -> Labels:
     )
 
 
-def fold_minutes(
-    events: Iterable[dict[str, Any]], labels: Callable[[dict[str, Any]], Labels] = labels_of
-) -> dict[tuple[Labels, int], WindowState]:
-    """One pass over enriched events: a one-minute state per (labels, minute start)."""
-    states: dict[tuple[Labels, int], WindowState] = {}
-    minute = WINDOW_SIZES_MS["1m"]
+@dataclass
+class Folded:
+    """One pass over events: a one-minute state per (model, provider, model family) and minute,
+    merged into every model-dimension window by `rollup`; and the service and user windows (1h and
+    1d), folded directly, because those names are many and their states rarely share a minute."""
+
+    minutes: dict[tuple[tuple[str, str, str], int], WindowState] = field(default_factory=dict)
+    long_range: dict[tuple[str, str, str, int], WindowState] = field(default_factory=dict)  # WindowKey fields
+
+    def states(self) -> list[WindowState]:
+        return [*self.minutes.values(), *self.long_range.values()]
+
+
+def fold(events: Iterable[dict[str, Any]], labels: Callable[[dict[str, Any]], Labels] = labels_of) -> Folded:
+    """Fold enriched events once: into their minute state and their service and user windows."""
+    folded = Folded()
+    minutes, long_range = folded.minutes, folded.long_range
+    minute_ms, hour_ms, day_ms = WINDOW_SIZES_MS["1m"], WINDOW_SIZES_MS["1h"], WINDOW_SIZES_MS["1d"]
     for doc in events:
-        names = labels(doc)
-        slot = (names, window_start(event_time_ms(doc), minute))
-        state = states.get(slot)
+        model, provider, family, service, user = labels(doc)
+        at = event_time_ms(doc)
+        slot = ((model, provider, family), at - at % minute_ms)
+        state = minutes.get(slot)
         if state is None:
-            state = states[slot] = WindowState(provider=names[1], model_family=names[2])
-        state.add_event(doc)
-    return states
+            state = minutes[slot] = WindowState(provider=provider, model_family=family)
+        contribution = _contribution(doc)
+        _apply(state.values, contribution)
+        hour, day = at - at % hour_ms, at - at % day_ms
+        for key in (
+            ("service", service, "1h", hour),
+            ("service", service, "1d", day),
+            ("user", user, "1h", hour),
+            ("user", user, "1d", day),
+        ):
+            state = long_range.get(key)
+            if state is None:
+                state = long_range[key] = WindowState()
+            _apply(state.values, contribution)
+    return folded
 
 
-def rollup(minutes: dict[tuple[Labels, int], WindowState]) -> dict[WindowKey, WindowState]:
-    """Every window (per dimension and size) that the one-minute states fall into, merged."""
-    out: dict[WindowKey, WindowState] = {}
-    for (names, start), state in minutes.items():
-        for dimension, name in zip(DIMENSIONS, names, strict=True):
+def rollup(folded: Folded) -> dict[WindowKey, WindowState]:
+    """Every window (per dimension and size) that the folded states fall into, merged."""
+    out = {WindowKey(*key): state for key, state in folded.long_range.items()}
+    for (names, start), state in folded.minutes.items():
+        for dimension, name in zip(MODEL_DIMENSIONS, names, strict=True):
             for size in DIMENSION_SIZES[dimension]:
                 window = WindowKey(dimension, name, size, window_start(start, WINDOW_SIZES_MS[size]))
                 target = out.get(window)
@@ -353,11 +441,16 @@ def rollup(minutes: dict[tuple[Labels, int], WindowState]) -> dict[WindowKey, Wi
                     target = out[window] = WindowState()
                 target.merge(state)
     for window, target in out.items():
-        if window.dimension in ("provider", "service", "user"):
-            target.model_family = None  # such a window spans several families
-        if window.dimension in ("service", "user"):
-            target.provider = None  # ... and several providers
+        if window.dimension == "provider":
+            target.model_family = None  # a provider's window spans several families
     return out
+
+
+def windows_of(
+    events: Iterable[dict[str, Any]], labels: Callable[[dict[str, Any]], Labels] = labels_of
+) -> dict[WindowKey, WindowState]:
+    """Every window the events fall into, with their aggregate: `rollup(fold(events))`."""
+    return rollup(fold(events, labels))
 
 
 def expired(window: WindowKey, stream_time_ms: int, retention_ms: dict[str, int]) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 
 from callstream.producers.contract import RawCallEvent
 
-# The seed gateway's prices, USD per million tokens (NOTES.md): one price for every token kind.
+# The tutorial gateway's prices, USD per million tokens: one price for every token kind.
 SEED_PRICES = {
     "gpt-4.1": Fraction(8),
     "claude-sonnet-4-5": Fraction(15),

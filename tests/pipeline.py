@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -21,7 +20,7 @@ import orjson
 
 from callstream import topics
 from callstream.infra.local_servers import free_port
-from callstream.infra.processes import stop_process
+from callstream.infra.processes import start_worker, stop_process
 from callstream.infra.setup import create_topics
 from callstream.settings import KafkaSettings
 from callstream.topic_reader import iter_to_end
@@ -29,6 +28,7 @@ from tests.containers import Servers
 from tests.ground_truth import Expected, compare
 
 REPO = Path(__file__).resolve().parent.parent
+HISTORY_MS = 5 * 365 * 86_400_000
 
 
 @dataclass
@@ -57,6 +57,13 @@ class Pipeline:
                 "CALLSTREAM_STREAM_PARTITIONS": str(self.partitions),
                 "CALLSTREAM_SINK_GROUP_ID": f"{self.prefix}-sink",
                 "CALLSTREAM_STREAM_DATA_DIR": str((self.log_dir or Path("/tmp")) / "stream-data"),
+                # Most tests replay fixed dates from the past (day boundaries, dated prices): accept
+                # them. The hostile-input tests run with the default bounds.
+                "CALLSTREAM_STREAM_MAX_EVENT_AGE_MS": str(HISTORY_MS),
+                # several workers share a host in tests: each serves /metrics on a free port
+                "CALLSTREAM_STREAM_METRICS_PORT": "0",
+                "CALLSTREAM_SINK_METRICS_PORT": "0",
+                "CALLSTREAM_PRODUCER_METRICS_PORT": "0",
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -70,14 +77,7 @@ class Pipeline:
         """Start `callstream ARGS...` as a separate process; its output goes to a log file."""
         log_dir = self.log_dir or Path("/tmp")
         log_path = log_dir / f"{self.prefix}-{name}-{len(self.processes)}.log"
-        handle = log_path.open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "callstream.cli", *args],
-            env=self.env(**env),
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
+        process = start_worker(args, self.env(**env), log_path, cwd=REPO)
         process.log_path = log_path  # type: ignore[attr-defined]
         self.processes.append(process)
         return process

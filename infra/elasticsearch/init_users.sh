@@ -2,8 +2,10 @@
 # One-shot for the compose stack (service es-init), idempotent: safe to run on every `up`.
 #
 # - sets the password of the built-in `kibana_system` user, which Kibana connects as;
-# - creates the role `callstream_writer` (index templates, ILM policies, and everything on
-#   `<prefix>-*` indices, nothing else) and the user `callstream` that the workers connect as.
+# - creates the role `callstream_writer` (create, write and read `<prefix>-*` indices, nothing
+#   else) and the user `callstream` that the workers connect as;
+# - creates the role `callstream_setup` (index templates, ILM policies, aliases on `<prefix>-*`)
+#   and the user `callstream_setup` that only `callstream setup` connects as.
 #
 # Passwords go into JSON as they are: keep them free of double quotes and backslashes.
 set -euo pipefail
@@ -13,6 +15,7 @@ INDEX_PREFIX="${INDEX_PREFIX:-callstream}"
 : "${ELASTIC_PASSWORD:?ELASTIC_PASSWORD is required}"
 : "${KIBANA_SYSTEM_PASSWORD:?KIBANA_SYSTEM_PASSWORD is required}"
 : "${CALLSTREAM_USER_PASSWORD:?CALLSTREAM_USER_PASSWORD is required}"
+: "${CALLSTREAM_SETUP_PASSWORD:?CALLSTREAM_SETUP_PASSWORD is required}"
 
 request() {  # method path [json body]
   local method="$1" path="$2" body="${3:-}"
@@ -37,11 +40,27 @@ done
 
 request POST /_security/user/kibana_system/_password "{\"password\": \"${KIBANA_SYSTEM_PASSWORD}\"}"
 
+# Workers: write documents (creating daily indices as they go) and read them (reports, alerts).
 request PUT /_security/role/callstream_writer "{
-  \"cluster\": [\"monitor\", \"manage_index_templates\", \"manage_ilm\", \"manage_pipeline\"],
+  \"cluster\": [\"monitor\"],
   \"indices\": [
-    {\"names\": [\"${INDEX_PREFIX}-*\"], \"privileges\": [\"all\"]}
+    {\"names\": [\"${INDEX_PREFIX}-*\"],
+     \"privileges\": [\"create_index\", \"auto_configure\", \"index\", \"read\", \"view_index_metadata\"]}
   ]
+}"
+
+# Setup: templates, retention policies and aliases, once per deployment or upgrade.
+request PUT /_security/role/callstream_setup "{
+  \"cluster\": [\"monitor\", \"manage_index_templates\", \"manage_ilm\"],
+  \"indices\": [
+    {\"names\": [\"${INDEX_PREFIX}-*\"], \"privileges\": [\"manage\", \"create_index\"]}
+  ]
+}"
+
+request PUT /_security/user/callstream_setup "{
+  \"password\": \"${CALLSTREAM_SETUP_PASSWORD}\",
+  \"roles\": [\"callstream_setup\"],
+  \"full_name\": \"callstream setup\"
 }"
 
 request PUT /_security/user/callstream "{
@@ -50,4 +69,4 @@ request PUT /_security/user/callstream "{
   \"full_name\": \"callstream workers\"
 }"
 
-echo "es-init: kibana_system password set; role callstream_writer and user callstream in place"
+echo "es-init: kibana_system password set; roles and users callstream (writer) and callstream_setup in place"

@@ -27,6 +27,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from callstream import logs
+from callstream.errors import CallstreamError
 from callstream.settings import ElasticsearchSettings
 
 log = logs.get(__name__)
@@ -168,8 +169,14 @@ def rule_files() -> dict[str, dict[str, Any]]:
     return rules
 
 
-def saved_objects_ndjson() -> bytes:
-    return importlib.resources.files("callstream.infra.kibana").joinpath("callstream.ndjson").read_bytes()
+def saved_objects_ndjson(index_prefix: str = DEFAULT_INDEX_PREFIX) -> bytes:
+    """The committed objects for the default prefix; for another, the same objects with data views
+    that read that prefix's indices."""
+    if index_prefix == DEFAULT_INDEX_PREFIX:
+        return importlib.resources.files("callstream.infra.kibana").joinpath("callstream.ndjson").read_bytes()
+    from callstream.infra.kibana.saved_objects import ndjson
+
+    return ndjson(index_prefix)
 
 
 _FROM_PREFIX = re.compile(rf"\bFROM\s+{DEFAULT_INDEX_PREFIX}-", re.IGNORECASE)
@@ -223,7 +230,7 @@ def rule_update_body(rule: dict[str, Any]) -> dict[str, Any]:
 # -- the shell: HTTP calls ---------------------------------------------------------------------------
 
 
-class ProvisionError(RuntimeError):
+class ProvisionError(CallstreamError):
     pass
 
 
@@ -299,7 +306,7 @@ def provision(
     client: httpx.Client, alerts: AlertSettings, index_prefix: str, ready_timeout_s: float
 ) -> dict[str, Any]:
     wait_until_available(client, ready_timeout_s)
-    imported = import_saved_objects(client, saved_objects_ndjson())
+    imported = import_saved_objects(client, saved_objects_ndjson(index_prefix))
     available = [c for c in connectors(alerts) if upsert_connector(client, c)]
     rules = {}
     for rule_id, rule in rule_files().items():

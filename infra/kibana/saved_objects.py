@@ -40,6 +40,9 @@ PER_PROVIDER_MINUTES = 'dimension : "provider" and window_size : "1m"'
 LAYER = "layer1"
 
 
+DEFAULT_INDEX_PREFIX = "callstream"
+
+
 @dataclass(frozen=True)
 class DataView:
     id: str
@@ -47,6 +50,10 @@ class DataView:
     time_field: str
     name: str
     contract: str  # which model's fields its documents have (checked by the unit tests)
+
+    def for_prefix(self, prefix: str) -> str:
+        """The index pattern for another index prefix (`CALLSTREAM_ES_INDEX_PREFIX`)."""
+        return prefix + self.title.removeprefix(DEFAULT_INDEX_PREFIX)
 
 
 AGGREGATES = DataView(
@@ -70,7 +77,7 @@ DEADLETTER = DataView(
 SINK_DEADLETTER = DataView(
     "callstream-sink-deadletter",
     "callstream-sink-deadletter-*",
-    "failed_at",
+    "detected_at",
     "callstream sink dead letters",
     "sink_deadletter",
 )
@@ -141,14 +148,22 @@ def count(label: str) -> dict[str, Any]:
 
 
 def ratio_formula(
-    column_id: str, label: str, numerator: tuple[str, str], denominator: tuple[str, str], fmt: dict[str, Any]
+    column_id: str,
+    label: str,
+    numerator: tuple[str, str],
+    denominator: tuple[str, str],
+    fmt: dict[str, Any],
+    scale: int | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """A Lens formula `op(a) / op(b)` with the helper columns Lens keeps next to it.
+    """A Lens formula `op(a) / op(b)` (times `scale`, if given) with the helper columns Lens keeps
+    next to it.
 
     Lens stores a formula as the formula column plus hidden parts: one column per aggregation
     (`<id>X0`, `<id>X1`) and a math column (`<id>X2`) that divides them.
     """
     text = f"{numerator[0]}({numerator[1]}) / {denominator[0]}({denominator[1]})"
+    if scale is not None:
+        text += f" * {scale}"
     part_label = f"Part of {label}"
     x0, x1, x2 = f"{column_id}X0", f"{column_id}X1", f"{column_id}X2"
     parts = {
@@ -161,15 +176,7 @@ def ratio_formula(
         "operationType": "math",
         "isBucketed": False,
         "scale": "ratio",
-        "params": {
-            "tinymathAst": {
-                "type": "function",
-                "name": "divide",
-                "args": [x0, x1],
-                "location": {"min": 0, "max": len(text)},
-                "text": text,
-            }
-        },
+        "params": {"tinymathAst": _math_ast(x0, x1, text, scale)},
         "references": [x0, x1],
         "customLabel": True,
     }
@@ -186,7 +193,22 @@ def ratio_formula(
     return {column_id: formula, **parts, x2: math}
 
 
+def _math_ast(x0: str, x1: str, text: str, scale: int | None) -> dict[str, Any]:
+    divide = {"type": "function", "name": "divide", "args": [x0, x1]}
+    location = {"location": {"min": 0, "max": len(text)}, "text": text}
+    if scale is None:
+        return divide | location
+    return {"type": "function", "name": "multiply", "args": [divide, scale]} | location
+
+
 ERROR_RATE = ("sum", "errors"), ("sum", "requests")
+COST_PER_1K_TOKENS = ("sum", "cost_usd"), ("sum", "tokens.total")
+USD_PER_1K = {"id": "number", "params": {"decimals": 5}}
+
+# Hourly aggregates of one dimension: for ranges of weeks or months, where minutes are too many
+# (and past the 1m windows' retention). Hours, not days: a UTC day is not a local day.
+PER_MODEL_HOURS = 'dimension : "model" and window_size : "1h"'
+PRICED_MODEL_HOURS = PER_MODEL_HOURS + " and unpriced_requests : 0"
 
 
 # -- Lens objects ----------------------------------------------------------------------------------
@@ -476,6 +498,84 @@ def lenses() -> list[Lens]:
             ),
         ),
         Lens(
+            "callstream-cost-by-model-long-range",
+            "Cost by model, long range (USD, hourly aggregates)",
+            "Sum of cost_usd over the hourly per-model aggregates: for weeks and months (1m aggregates "
+            "expire sooner). Buckets are in the browser's time zone; a bucket of a day or more is "
+            "a union of whole hours.",
+            AGGREGATES,
+            PER_MODEL_HOURS,
+            {
+                "time": t,
+                "model": top_values("key", 10, "cost", "Model"),
+                "cost": metric("sum", "cost_usd", "Cost (USD)", USD),
+            },
+            "lnsXY",
+            xy("bar_stacked", "time", ["cost"], "model", "USD"),
+        ),
+        Lens(
+            "callstream-latency-p95-long-range",
+            "Response time p95 by model, long range (ms, worst hour)",
+            "Per-hour p95 latency from the stream's sketches (hourly aggregates); over a longer bucket, the "
+            "worst hour. `callstream report` merges the sketches for the p95 of a whole range.",
+            AGGREGATES,
+            PER_MODEL_HOURS,
+            {
+                "time": t,
+                "model": top_values("key", 10, "p95", "Model"),
+                "p95": metric("max", "latency_ms.p95", "p95 latency (ms, worst hour)", MILLISECONDS),
+            },
+            "lnsXY",
+            xy("line", "time", ["p95"], "model", "ms"),
+        ),
+        Lens(
+            "callstream-cost-per-1k-tokens",
+            "Cost per 1k tokens by model (USD)",
+            "sum(cost_usd) / sum(tokens.total) * 1000 over the hourly per-model aggregates, hours with "
+            "unpriced calls left out (their tokens have no cost to divide).",
+            AGGREGATES,
+            PRICED_MODEL_HOURS,
+            {
+                "model": top_values("key", 20, "tokens", "Model"),
+                "tokens": metric("sum", "tokens.total", "Tokens"),
+                **ratio_formula("per1k", "Cost per 1k tokens (USD)", *COST_PER_1K_TOKENS, USD_PER_1K, 1000),
+                "cost": metric("sum", "cost_usd", "Cost (USD)", USD),
+            },
+            "lnsDatatable",
+            table(["model", "per1k", "cost", "tokens"], sort_by="per1k"),
+        ),
+        Lens(
+            "callstream-top-users",
+            "Top users by cost",
+            "Users by the sum of their calls' cost (calls index: the stream keeps no per-user aggregates "
+            "here), with their calls and tokens.",
+            CALLS,
+            "",
+            {
+                "user": top_values("user_id", 20, "cost", "User"),
+                "cost": metric("sum", "cost_usd", "Cost (USD)", USD),
+                "calls": count("Calls"),
+                "tokens": metric("sum", "total_tokens", "Tokens"),
+            },
+            "lnsDatatable",
+            table(["user", "cost", "calls", "tokens"], sort_by="cost"),
+        ),
+        Lens(
+            "callstream-top-services",
+            "Top services by cost",
+            "Services by the sum of their calls' cost (calls index), with their calls and tokens.",
+            CALLS,
+            "",
+            {
+                "service": top_values("service_name", 20, "cost", "Service"),
+                "cost": metric("sum", "cost_usd", "Cost (USD)", USD),
+                "calls": count("Calls"),
+                "tokens": metric("sum", "total_tokens", "Tokens"),
+            },
+            "lnsDatatable",
+            table(["service", "cost", "calls", "tokens"], sort_by="cost"),
+        ),
+        Lens(
             "callstream-stream-deadletters",
             "Stream dead letters",
             "Inputs the stream rejected (invalid JSON, schema violations), kept with the reason.",
@@ -491,7 +591,7 @@ def lenses() -> list[Lens]:
             "Documents Elasticsearch refused, kept with the reason.",
             SINK_DEADLETTER,
             "",
-            {"time": date_histogram("failed_at"), "letters": count("Dead letters")},
+            {"time": date_histogram("detected_at"), "letters": count("Dead letters")},
             "lnsXY",
             xy("bar_stacked", "time", ["letters"]),
         ),
@@ -515,6 +615,11 @@ LAYOUT = [
     ("callstream-model-summary", 0, 54, 48, 14),
     ("callstream-stream-deadletters", 0, 68, 24, 8),
     ("callstream-sink-deadletters", 24, 68, 24, 8),
+    ("callstream-cost-by-model-long-range", 0, 76, 24, 12),
+    ("callstream-latency-p95-long-range", 24, 76, 24, 12),
+    ("callstream-cost-per-1k-tokens", 0, 88, 16, 12),
+    ("callstream-top-users", 16, 88, 16, 12),
+    ("callstream-top-services", 32, 88, 16, 12),
 ]
 DASHBOARD_ID = "callstream-overview"
 
@@ -559,8 +664,9 @@ def dashboard() -> dict[str, Any]:
     return _saved("dashboard", DASHBOARD_ID, attributes, references)
 
 
-def data_view(view: DataView) -> dict[str, Any]:
-    attributes = {"title": view.title, "name": view.name, "timeFieldName": view.time_field}
+def data_view(view: DataView, prefix: str = DEFAULT_INDEX_PREFIX) -> dict[str, Any]:
+    name = view.name if prefix == DEFAULT_INDEX_PREFIX else f"{view.name} ({prefix})"
+    attributes = {"title": view.for_prefix(prefix), "name": name, "timeFieldName": view.time_field}
     if view.contract in COST_PATTERN:
         attributes["fieldFormatMap"] = _json(
             {"cost_usd": {"id": "number", "params": {"pattern": COST_PATTERN[view.contract]}}}
@@ -568,17 +674,20 @@ def data_view(view: DataView) -> dict[str, Any]:
     return _saved("index-pattern", view.id, attributes, [])
 
 
-def saved_objects() -> Iterator[dict[str, Any]]:
-    """Data views first, then visualizations, then the dashboard: the order an import resolves."""
+def saved_objects(prefix: str = DEFAULT_INDEX_PREFIX) -> Iterator[dict[str, Any]]:
+    """Data views first, then visualizations, then the dashboard: the order an import resolves.
+
+    The data views read `prefix`'s indices; object ids stay the same, so one Kibana space holds
+    the objects of one prefix (provision into a space per prefix to keep several)."""
     for view in DATA_VIEWS:
-        yield data_view(view)
+        yield data_view(view, prefix)
     for lens in lenses():
         yield lens.saved_object()
     yield dashboard()
 
 
-def ndjson() -> bytes:
-    return b"".join(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS) + b"\n" for obj in saved_objects())
+def ndjson(prefix: str = DEFAULT_INDEX_PREFIX) -> bytes:
+    return b"".join(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS) + b"\n" for obj in saved_objects(prefix))
 
 
 def _saved(
@@ -600,4 +709,4 @@ def _json(value: Any) -> str:
 
 
 if __name__ == "__main__":
-    sys.stdout.buffer.write(ndjson())
+    sys.stdout.buffer.write(ndjson(sys.argv[1] if len(sys.argv) > 1 else DEFAULT_INDEX_PREFIX))

@@ -7,6 +7,8 @@ The requested model picks the behaviour, so one server serves every test case:
   finish chunk, a usage chunk when stream_options.include_usage is set, then [DONE]);
 - "auth-error" 401 (the message echoes the masked API key, as OpenAI's does), "rate-limit" 429,
   "server-error" 500, "bad-request" 400;
+- "no-usage": 200 without usage (a gateway that drops it); streamed: no usage chunk, even when asked;
+- "not-json": 200 with a plain-text body;
 - "slow": answers after SLOW_S seconds (longer than the tests' client timeouts);
 - "slow-stream": sends the first chunk, then stalls for SLOW_S seconds;
 - "hang-up": closes the connection without answering.
@@ -66,6 +68,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if model == "slow":
             time.sleep(SLOW_S)
+        if model == "not-json":
+            data = b"OK"
+            self.send_response(200)
+            self.send_header("content-type", "text/plain")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         if model in ERRORS:
             status, code, message = ERRORS[model]
             message = message.format(key=_masked(self.headers.get("authorization", "")))
@@ -98,7 +108,7 @@ class _Handler(BaseHTTPRequestHandler):
                         "finish_reason": "stop",
                     }
                 ],
-                "usage": USAGE,
+                **({} if model == "no-usage" else {"usage": USAGE}),
             },
         )
 
@@ -136,7 +146,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if i == 0 and model == "slow-stream":
                     time.sleep(SLOW_S)
             chunk({}, finish="stop")
-            if (body.get("stream_options") or {}).get("include_usage"):
+            if (body.get("stream_options") or {}).get("include_usage") and model != "no-usage":
                 chunk(None, usage=USAGE)
             self.wfile.write(b"data: [DONE]\n\n")
             self.wfile.flush()

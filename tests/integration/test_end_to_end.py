@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
 
 from callstream import topics
@@ -61,7 +62,7 @@ def test_calls_and_aggregates_reach_elasticsearch_exactly(servers: LocalServers,
 
         letters = array_items(pipeline.kafka, topics.DEADLETTER)
         assert len(letters) == len(bad)
-        by_original = {repr(letter["original"]): letter["reason"] for letter in letters}
+        by_original = {repr(orjson.loads(letter["original"])): letter["reason"] for letter in letters}
         for original, fragment in bad:
             assert fragment in by_original[repr(original)]
     finally:

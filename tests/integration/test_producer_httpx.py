@@ -120,3 +120,41 @@ def test_async_transport(gateway: Gateway, memory: MemoryPublisher) -> None:
     assert (ok["input_tokens"], ok["status_code"]) == (120, 200)
     assert (limited["status_code"], limited["error_type"]) == (429, "429")
     assert timed_out["error_type"] == "timeout"
+
+
+def test_usage_missing_without_usage_non_json_or_closed_early(
+    client: httpx.Client, memory: MemoryPublisher
+) -> None:
+    assert client.post("/chat/completions", json={"model": "no-usage", **BODY}).status_code == 200
+    assert client.post("/chat/completions", json={"model": "not-json", **BODY}).text == "OK"
+    request = {"model": "no-usage", "stream": True, "stream_options": {"include_usage": True}, **BODY}
+    with client.stream("POST", "/chat/completions", json=request) as response:
+        assert (
+            len([line for line in response.iter_lines() if line.startswith("data:")])
+            == len(STREAM_PIECES) + 3
+        )
+    with client.stream(
+        "POST", "/chat/completions", json={"model": "gpt-4.1", "stream": True, **BODY}
+    ) as response:
+        next(response.iter_bytes())  # closed after the first chunk
+    client.post("/chat/completions", json={"model": "gpt-4.1", **BODY})
+    client.post("/chat/completions", json={"model": "rate-limit", **BODY})
+    assert memory.dead_letters == [] and len(memory.wire) == 6
+    no_usage, not_json, stream_without, closed_early, reported, failed = memory.wire
+    for event in (no_usage, not_json, stream_without, closed_early):
+        assert (event["status_code"], event["usage"]) == (200, "missing") and "input_tokens" not in event
+    assert "usage" not in reported and reported["input_tokens"] == 120
+    assert "usage" not in failed and failed["status_code"] == 429  # an error costs nothing: not missing
+
+
+def test_remembered_secrets_are_bounded(gateway: Gateway, memory: MemoryPublisher) -> None:
+    recorder = CallRecorder(memory)
+    transport = RecordingTransport(httpx.HTTPTransport(), recorder)
+    with httpx.Client(base_url=gateway.base_url, transport=transport, timeout=5) as c:
+        for i in range(100):
+            c.post(
+                "/chat/completions",
+                json={"model": "gpt-4.1", **BODY},
+                headers={"x-api-key": f"rotating-key-{i:04d}"},
+            )
+    assert len(memory.policy.secrets) == 64 and memory.policy.secrets[-1] == "rotating-key-0099"

@@ -152,12 +152,32 @@ def test_stream_records_time_to_first_token_and_final_usage(client: Any, memory:
     assert 0 <= event["time_to_first_token_ms"] <= event["duration_ms"]
 
 
-def test_stream_without_usage_chunk_records_zero_tokens(client: Any, memory: MemoryPublisher) -> None:
+def test_stream_without_usage_chunk_records_usage_missing(client: Any, memory: MemoryPublisher) -> None:
     with client.chat.completions.create(model="gpt-4.1", messages=MESSAGES, stream=True) as stream:
         chunks = list(stream)
     assert len(chunks) == len(STREAM_PIECES) + 2
     event = only(memory)
-    assert event["streamed"] is True and "input_tokens" not in event
+    assert event["streamed"] is True and event["usage"] == "missing" and "input_tokens" not in event
+
+
+def test_gateway_dropping_usage_is_usage_missing(client: Any, memory: MemoryPublisher) -> None:
+    response = client.chat.completions.create(model="no-usage", messages=MESSAGES)
+    assert response.usage is None
+    event = only(memory)
+    assert (event["status_code"], event["usage"]) == (200, "missing") and "input_tokens" not in event
+
+
+def test_stream_asked_for_usage_but_not_given_is_usage_missing(client: Any, memory: MemoryPublisher) -> None:
+    stream = client.chat.completions.create(
+        model="no-usage", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
+    assert len(list(stream)) == len(STREAM_PIECES) + 2
+    assert only(memory)["usage"] == "missing"
+
+
+def test_reported_usage_is_not_marked(client: Any, memory: MemoryPublisher) -> None:
+    client.chat.completions.create(model="gpt-4.1", messages=MESSAGES)
+    assert "usage" not in only(memory)  # "reported" is the contract's default: left out of the wire
 
 
 def test_stream_stalling_mid_way_is_a_timeout(client: Any, memory: MemoryPublisher) -> None:
@@ -168,6 +188,7 @@ def test_stream_stalling_mid_way_is_a_timeout(client: Any, memory: MemoryPublish
     event = only(memory)
     assert event["error_type"] == "timeout" and event["streamed"] is True
     assert event["time_to_first_token_ms"] < event["duration_ms"]
+    assert event["usage"] == "missing"  # tokens were generated before the stall: unknown, not 0
 
 
 def test_stream_closed_early_is_recorded_once(client: Any, memory: MemoryPublisher) -> None:
@@ -177,6 +198,7 @@ def test_stream_closed_early_is_recorded_once(client: Any, memory: MemoryPublish
     stream.close()
     event = only(memory)
     assert event["metadata"] == {"callstream.stream": "closed_before_end"}
+    assert event["usage"] == "missing"
 
 
 def test_embeddings_and_copies_are_instrumented(client: Any, memory: MemoryPublisher) -> None:
@@ -227,3 +249,18 @@ def test_instrumenting_twice_records_once(client: Any, memory: MemoryPublisher) 
     instrument_openai(client, CallRecorder(memory))
     client.chat.completions.create(model="gpt-4.1", messages=MESSAGES)
     only(memory)
+
+
+def test_session_and_user_of_a_call(client: Any, memory: MemoryPublisher) -> None:
+    from callstream.producers.recorder import call_fields
+
+    with call_fields(session_id="s-42", metadata={"ticket": "T-1"}):
+        client.chat.completions.create(model="gpt-4.1", messages=MESSAGES, user="customer-7")
+    client.chat.completions.create(model="gpt-4.1", messages=MESSAGES)
+    first, second = memory.wire
+    assert (first["session_id"], first["user_id"], first["metadata"]) == (
+        "s-42",
+        "customer-7",
+        {"ticket": "T-1"},
+    )
+    assert "session_id" not in second and "user_id" not in second

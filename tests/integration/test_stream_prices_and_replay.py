@@ -28,7 +28,7 @@ def _price_file(path: Path, gpt_prices: list[tuple[datetime, str]]) -> Path:
         {
             "id": f"test:gpt-4.1@{start:%Y%m%dT%H%M}",
             "provider": "openai",
-            "match": "gpt-4\\.1",
+            "match": "gpt-4\\.1(-\\d{4}-\\d{2}-\\d{2})?",  # and its dated name
             "effective_from": start.isoformat(),
             "input": price,
             "output": price,
@@ -41,7 +41,7 @@ def _price_file(path: Path, gpt_prices: list[tuple[datetime, str]]) -> Path:
                 {
                     "id": f"test:{model}",
                     "provider": "x",
-                    "match": model.replace(".", "\\."),
+                    "match": model.replace(".", "\\.") + "(-\\d{4}-\\d{2}-\\d{2}|-\\d{8})?",
                     "effective_from": "2025-01-01T00:00:00Z",
                     "input": str(usd.numerator / usd.denominator),
                     "output": str(usd.numerator / usd.denominator),

@@ -11,6 +11,7 @@ import random
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
 
 from callstream import topics
@@ -99,7 +100,7 @@ def test_invalid_inputs_are_dead_lettered_with_reasons(servers: LocalServers, tm
         for (original, reason_fragment), letter in zip(
             bad, sorted(letters, key=lambda x: x["batch_index"]), strict=True
         ):
-            assert letter["original"] == original
+            assert orjson.loads(letter["original"]) == original
             assert reason_fragment in letter["reason"], letter["reason"]
         pipeline.wait_for_aggregates(expected_windows(events))
     finally:

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from callstream.streams.windows import WindowKey, WindowState, fold_minutes, rollup
+from callstream.streams.windows import WindowKey, WindowState, windows_of
 
 BASE = datetime(2026, 1, 1, 22, 30, tzinfo=UTC)
 MODELS = {
@@ -101,12 +101,12 @@ def test_batches_merged_equal_one_batch(docs: list[dict[str, Any]], cuts: list[i
     batches = [docs[lo:hi] for lo, hi in itertools.pairwise(bounds)]
     combined: dict[WindowKey, WindowState] = {}
     for batch in reversed(batches):  # order does not matter either
-        for window, state in rollup(fold_minutes(batch)).items():
+        for window, state in windows_of(batch).items():
             if window in combined:
                 combined[window].merge(state)
             else:
                 combined[window] = copy(state)
-    whole = rollup(fold_minutes(docs))
+    whole = windows_of(docs)
     assert set(combined) == set(whole)
     for window, state in whole.items():
         assert combined[window].to_wire() == state.to_wire()

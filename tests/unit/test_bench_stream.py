@@ -19,12 +19,14 @@ from bench.stream import (
     steady_rate,
     summary,
 )
-from bench.stream_baselines import JSON_OPTIONS, chunks_by_bytes, partials_by_partition
+from bench.stream_baselines import JSON_OPTIONS
+from callstream.producers.packing import split_into_arrays
 from callstream.producers.synthetic import generate
 from callstream.streams.catalogue import load_catalogue
 from callstream.streams.enrich import enrich
+from callstream.streams.partials import partials_by_partition
 from callstream.streams.settings import StreamSettings
-from callstream.streams.windows import DIMENSION_SIZES, WindowKey
+from callstream.streams.windows import DIMENSION_SIZES, WindowKey, windows_of
 
 
 @pytest.fixture(scope="module")
@@ -108,17 +110,20 @@ def test_summary_takes_median_rates_and_the_highest_peak() -> None:
     assert median_run([_run("s", 1.0), _run("s", 2.0)]).events_per_s == 1.0
 
 
-def test_plain_loop_chunks_keep_every_event_in_order(docs: list[dict[str, Any]]) -> None:
-    chunks = chunks_by_bytes(docs, 64 * 1024)
+def partials_of(docs: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    return partials_by_partition(windows_of(docs), 6)
+
+
+def test_enriched_chunks_keep_every_event_in_order(docs: list[dict[str, Any]]) -> None:
+    chunks = list(split_into_arrays([orjson.dumps(d, option=JSON_OPTIONS) for d in docs], 64 * 1024))
     assert len(chunks) > 1
     assert all(len(c) <= 64 * 1024 for c in chunks)
     ids = [e["event_id"] for c in chunks for e in orjson.loads(c)]
     assert ids == [d["event_id"] for d in docs]
-    assert chunks_by_bytes([], 1024) == []
 
 
 def test_plain_loop_partials_hold_every_event_once_per_size_and_dimension(docs: list[dict[str, Any]]) -> None:
-    by_partition = partials_by_partition(docs, 6)
+    by_partition = partials_of(docs)
     assert set(by_partition) <= set(range(6))
     totals: dict[tuple[str, str], int] = {}
     for states in by_partition.values():
@@ -159,7 +164,7 @@ def test_stream_aggregates_count_the_latest_version_of_minute_model_windows() ->
 
 def test_plain_partials_and_quix_rows_count_aggregated_events(docs: list[dict[str, Any]]) -> None:
     partials = PlainPartials()
-    for states in partials_by_partition(docs, 6).values():
+    for states in partials_of(docs).values():
         partials.update(orjson.dumps({"src": "raw:0", "o": 0, "w": states}))
     assert partials.total == len(docs)
 

@@ -196,7 +196,7 @@ def test_batch_decode_isolates_bad_items() -> None:
     assert [r.index for r in rejected] == [1, 2, 4, 5]
     assert "input_tokens" in rejected[0].reason
     assert rejected[1].reason == "expected an event object, got str"
-    assert rejected[1].original == "a string"
+    assert rejected[1].original == b'"a string"'  # kept as JSON: the dead letter shows it quoted
     assert rejected[2].reason == "expected an event object, got int"
     assert "event_time" in rejected[3].reason
     assert rejected[3].original == items[5]

@@ -168,7 +168,7 @@ def test_unpriced_and_deadletter_rules() -> None:
     assert (unpriced["thresholdComparator"], unpriced["threshold"]) == (">", [0])
     for rule_id, time_field in (
         ("callstream-stream-deadletters", "detected_at"),
-        ("callstream-sink-deadletters", "failed_at"),
+        ("callstream-sink-deadletters", "detected_at"),
     ):
         params = RULES[rule_id]["params"]
         assert params["timeField"] == time_field

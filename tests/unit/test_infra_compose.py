@@ -26,8 +26,10 @@ SETTINGS_MODULES = [
     "callstream.streams.settings",
     "callstream.sinks.settings",
     "callstream.infra.kibana.provision",
+    "callstream.alerts.settings",
+    "callstream.budgets",
 ]
-CALLSTREAM_SERVICES = {"setup", "stream", "sink", "loadgen", "kibana-setup"}
+CALLSTREAM_SERVICES = {"setup", "stream", "sink", "alert", "ingest", "loadgen", "kibana-setup"}
 ONE_SHOTS = {"es-init", "setup", "kibana-setup", "loadgen"}
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)(?::?-([^}]*))?\}")
@@ -191,19 +193,46 @@ def test_callstream_environment_is_read_by_settings(services: dict[str, dict[str
             assert matches, f"{name}: no settings object reads {variable}"
 
 
-def test_workers_connect_with_credentials(services: dict[str, dict[str, Any]]) -> None:
-    for name in ("setup", "stream", "sink", "loadgen"):
+def required_variable(value: str) -> str:
+    """The variable of a `${VAR:?message}` value: compose refuses to start while it is unset."""
+    match = re.fullmatch(r"\$\{(\w+):\?[^}]+\}", value)
+    assert match, f"{value!r} must be required (${{VAR:?message}}), not defaulted"
+    return match.group(1)
+
+
+def test_workers_connect_with_least_privilege_and_required_secrets(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    init = services["es-init"]["environment"]
+    for name in ("stream", "sink", "alert", "ingest", "loadgen"):
         env = services[name]["environment"]
         assert env["CALLSTREAM_ES_URL"] == "http://elasticsearch:9200"
         assert env["CALLSTREAM_ES_USERNAME"] == "callstream", "workers use the least-privilege user"
-        assert with_defaults(env["CALLSTREAM_ES_PASSWORD"]) == with_defaults(
-            services["es-init"]["environment"]["CALLSTREAM_USER_PASSWORD"]
+        assert required_variable(env["CALLSTREAM_ES_PASSWORD"]) == required_variable(
+            init["CALLSTREAM_USER_PASSWORD"]
         )
-    kibana_env = services["kibana"]["environment"]
-    assert with_defaults(kibana_env["ELASTICSEARCH_PASSWORD"]) == with_defaults(
-        services["es-init"]["environment"]["KIBANA_SYSTEM_PASSWORD"]
+    setup = services["setup"]["environment"]
+    assert setup["CALLSTREAM_ES_USERNAME"] == "callstream_setup", "only setup changes templates"
+    assert required_variable(setup["CALLSTREAM_ES_PASSWORD"]) == required_variable(
+        init["CALLSTREAM_SETUP_PASSWORD"]
     )
-    assert len(with_defaults(kibana_env["XPACK_ENCRYPTEDSAVEDOBJECTS_ENCRYPTIONKEY"])) >= 32
+    kibana_env = services["kibana"]["environment"]
+    assert required_variable(kibana_env["ELASTICSEARCH_PASSWORD"]) == required_variable(
+        init["KIBANA_SYSTEM_PASSWORD"]
+    )
+    keys = {k: v for k, v in kibana_env.items() if k.endswith("ENCRYPTIONKEY")}
+    assert len(keys) == 3 and {required_variable(v) for v in keys.values()} == {"KIBANA_ENCRYPTION_KEY"}
+    for service in services.values():  # no password or key has a default (empty: an optional receiver)
+        for key, value in (service.get("environment") or {}).items():
+            if ("PASSWORD" in key or "ENCRYPTIONKEY" in key) and isinstance(value, str):
+                assert not re.search(r":-[^}]", value), f"{key} has a default"
+
+
+def test_writer_role_gets_only_what_it_needs() -> None:
+    script = (ROOT / "infra" / "elasticsearch" / "init_users.sh").read_text()
+    writer = script[script.index("role/callstream_writer") : script.index("role/callstream_setup")]
+    assert '\\"all\\"' not in writer and "manage_index_templates" not in writer and "manage_ilm" not in writer
+    assert "create_index" in writer and '\\"index\\"' in writer and '\\"read\\"' in writer
 
 
 def test_partitions_agree(services: dict[str, dict[str, Any]]) -> None:
@@ -288,4 +317,4 @@ def test_dockerfile_runs_callstream_as_non_root() -> None:
     assert 'ENTRYPOINT ["callstream"]' in dockerfile
     user_lines = [line for line in dockerfile.splitlines() if line.startswith("USER ")]
     assert user_lines == ["USER callstream"]
-    assert "pip wheel --wheel-dir /wheels ." in dockerfile, "no [dev] or [bench] extras in the image"
+    assert 'pip wheel --wheel-dir /wheels ".[all]"' in dockerfile, "every stage, no [dev] or [bench] extras"

@@ -209,7 +209,7 @@ def test_unreadable_files(tmp_path: Path, content: bytes, fragment: str) -> None
 
 
 def test_shipped_overrides_hold_the_seed_gateway_prices() -> None:
-    # NOTES.md: one price for input and output, USD per million tokens.
+    # The gateway tutorial's prices: one price for input and output, USD per million tokens.
     seed = {"gpt-4.1": "8", "claude-sonnet-4-5": "15", "gemini-2.5-flash": "2.50", "deepseek-v3.2": "0.42"}
     catalogue = default_catalogue()
     for model, usd in seed.items():
@@ -645,3 +645,14 @@ def test_genai_entries_agree_with_genai_prices_on_its_own_data() -> None:
                 mismatches.append((name, when.date().isoformat(), want, got and got.id))
     assert mismatches == []
     assert priced > 1000
+
+
+def test_shipped_names_the_price_file_that_comes_with_callstream(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The documented example works from any working directory (a Docker image's included)."""
+    from callstream.streams.pricing import DEFAULT_OVERRIDES
+    from callstream.streams.settings import StreamSettings
+
+    monkeypatch.setenv("CALLSTREAM_STREAM_PRICE_FILES", '["/etc/callstream/prices.json", "shipped"]')
+    settings = StreamSettings()
+    assert settings.price_files[1] == DEFAULT_OVERRIDES and DEFAULT_OVERRIDES.is_file()
+    assert str(settings.price_files[0]) == "/etc/callstream/prices.json"

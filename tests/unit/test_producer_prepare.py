@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
 
+from callstream.errors import ConfigurationError
 from callstream.producers.contract import MAX_METADATA_KEYS, RawCallEvent
 from callstream.producers.deadletter import dead_letter
 from callstream.producers.prepare import (
+    MAX_METADATA_DEPTH,
     METADATA_TRUNCATED_KEY,
     REDACTED,
     Policy,
     build_event,
+    pseudonym,
+    safe_original,
     sanitize_metadata,
     scrub,
 )
+from callstream.producers.settings import ProducerSettings
 from callstream.streams.contract import DeadLetter
 
 START = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC).timestamp()
@@ -116,3 +123,240 @@ def test_dead_letter_matches_the_stream_contract() -> None:
     letter = dead_letter("invalid event: x", "producer", {"request_model": "m"}, batch_index=3)
     parsed = DeadLetter.model_validate(letter)
     assert parsed.stage == "producer" and parsed.batch_index == 3
+
+
+# ---- every string field, hostile metadata ----
+
+
+def test_every_string_field_is_scrubbed() -> None:
+    canary = "sk-proj-CANARY0123456789abcdef"
+    wire = build_event(
+        item(
+            request_model=f"gpt {canary}",
+            response_model=canary,
+            provider_name=canary,
+            service_name=canary,
+            environment=canary,
+            session_id=canary,
+            user_id=canary,
+            error_type=canary,
+            server_address=canary,
+            metadata={canary: "v", "note": canary},
+        ),
+        Policy(),
+    )
+    assert "CANARY" not in str(wire)
+    assert wire["request_model"] == f"gpt {REDACTED}"
+
+
+def test_deep_and_odd_metadata_is_flattened_without_failing() -> None:
+    deep: dict[str, object] = {}
+    cursor = deep
+    for _ in range(1_000):
+        cursor["x"] = {}
+        cursor = cursor["x"]  # type: ignore[assignment]
+    odd = {"deep": deep, "nan": float("nan"), "inf": float("-inf"), "big": 2**80, "obj": object()}
+    clean = sanitize_metadata(odd, Policy())
+    assert clean["deep." + ".".join(["x"] * 7)] == "[nested deeper than 8 levels]"
+    assert (clean["nan"], clean["inf"], clean["big"]) == ("nan", "-inf", str(2**80))
+    assert str(clean["obj"]).startswith('"<object object')
+    RawCallEvent.model_validate(build_event(item(metadata=odd), Policy()))
+
+
+def test_metadata_that_is_not_an_object_is_invalid() -> None:
+    with pytest.raises(ValueError, match="metadata must be a JSON object, got list"):
+        build_event(item(metadata=[1, 2]), Policy())
+
+
+def test_start_time_out_of_range_is_a_readable_error() -> None:
+    with pytest.raises(ValueError, match="start_time 1e\\+20 is not a time in range"):
+        build_event(item(start_time=1e20), Policy())
+
+
+def test_megabyte_strings_are_bounded_before_validation() -> None:
+    wire = build_event(item(error_message="x" * 5_000_000 + " sk-proj-CANARY0123456789"), Policy())
+    assert len(wire["error_message"]) == 500
+    with pytest.raises(ValidationError, match="request_model"):
+        build_event(item(request_model="m" * 10_000), Policy())
+
+
+# ---- the privacy option ----
+
+
+def test_privacy_keep_hash_drop() -> None:
+    fields = item(user_id="alice", metadata={"client_ip": "203.0.113.7", "region": "eu"})
+    kept = build_event(dict(fields), Policy())
+    assert (kept["user_id"], kept["metadata"]["client_ip"]) == ("alice", "203.0.113.7")
+
+    hashed = build_event(dict(fields), Policy(user_id_mode="hash", client_ip_mode="hash", hash_key=b"k1"))
+    again = build_event(dict(fields), Policy(user_id_mode="hash", client_ip_mode="hash", hash_key=b"k1"))
+    other_key = build_event(dict(fields), Policy(user_id_mode="hash", hash_key=b"k2"))
+    assert hashed["user_id"] == again["user_id"] == pseudonym("alice", b"k1") != other_key["user_id"]
+    assert len(hashed["user_id"]) == 32 and "alice" not in str(hashed)
+    assert hashed["metadata"]["client_ip"] == pseudonym("203.0.113.7", b"k1")
+    # independently computed: HMAC-SHA256 of the value with the key, hex, first 32 characters
+    assert pseudonym("alice", b"k1") == hmac.new(b"k1", b"alice", hashlib.sha256).hexdigest()[:32]
+
+    dropped = build_event(dict(fields), Policy(user_id_mode="drop", client_ip_mode="drop"))
+    assert "user_id" not in dropped and dropped["metadata"] == {"region": "eu"}
+
+
+def test_hash_without_a_key_is_refused_at_start() -> None:
+    with pytest.raises(ConfigurationError, match="CALLSTREAM_PRODUCER_PRIVACY_HASH_KEY"):
+        Policy(user_id_mode="hash")
+    with pytest.raises(ValidationError, match="CALLSTREAM_PRODUCER_USER_ID_MODE=hash needs"):
+        ProducerSettings(user_id_mode="hash")
+    settings = ProducerSettings(client_ip_mode="hash", privacy_hash_key="s3cret-key")  # type: ignore[arg-type]
+    assert Policy.from_settings(settings).hash_key == b"s3cret-key"
+    assert "s3cret-key" not in repr(settings) and "s3cret-key" not in repr(Policy.from_settings(settings))
+
+
+def test_registered_secrets_are_a_bounded_lru() -> None:
+    policy = Policy()
+    for i in range(100):
+        policy = policy.with_secrets([f"secret-{i:03d}"])
+    assert len(policy.secrets) == 64 and policy.secrets[0] == "secret-036"
+    assert policy.with_secrets(["secret-099"]) is policy  # already the most recent: no new object
+    touched = policy.with_secrets(["secret-036"])
+    assert touched.secrets[-1] == "secret-036" and len(touched.secrets) == 64
+    assert policy.with_secrets(["short", ""]) is policy  # under 6 characters: not registered
+
+
+# ---- what leaves in a dead letter; exact limits ----
+
+
+def test_safe_original_applies_privacy_and_redaction() -> None:
+    policy = Policy(user_id_mode="hash", client_ip_mode="hash", hash_key=b"k", secrets=("my-secret-value",))
+    item = {
+        "event_id": "e1",
+        "_deferred": print,
+        "request_body": "the prompt",
+        "user_id": "alice",
+        "metadata": {"client_ip": "203.0.113.7", "req": {"CLIENT_IP": "198.51.100.1", "n": 1}, "k": "v"},
+        "error_message": "with my-secret-value",
+        7: "non-text key",
+    }
+    safe = safe_original(item, policy)
+    assert safe == {
+        "event_id": "e1",
+        "user_id": pseudonym("alice", b"k"),
+        "metadata": {
+            "client_ip": pseudonym("203.0.113.7", b"k"),
+            "req": {"CLIENT_IP": pseudonym("198.51.100.1", b"k"), "n": 1},
+            "k": "v",
+        },
+        "error_message": f"with {REDACTED}",
+        "7": "non-text key",
+    }
+    dropped = safe_original(item, Policy(user_id_mode="drop", client_ip_mode="drop"))
+    assert "user_id" not in dropped and dropped["metadata"] == {"req": {"n": 1}, "k": "v"}
+    assert dropped["event_id"] == "e1" and dropped["7"] == "non-text key"  # nothing after it lost
+    kept = safe_original(item, Policy(record_bodies=True))
+    assert kept["request_body"] == "the prompt" and kept["user_id"] == "alice" and "_deferred" not in kept
+    assert kept["metadata"]["client_ip"] == "203.0.113.7"
+
+
+def test_safe_original_privacy_reaches_down_to_the_metadata_depth_limit() -> None:
+    def wrapped(levels: int) -> dict[str, object]:
+        doc: dict[str, object] = {"client_ip": "10.0.0.1", "n": 1}
+        for _ in range(levels):
+            doc = {"x": doc}
+        return doc
+
+    def unwrap(doc: dict[str, object], levels: int) -> object:
+        for _ in range(levels):
+            doc = doc["x"]  # type: ignore[assignment]
+        return doc
+
+    policy = Policy(client_ip_mode="drop")
+    at_limit = safe_original({"metadata": wrapped(MAX_METADATA_DEPTH)}, policy)["metadata"]
+    assert unwrap(at_limit, MAX_METADATA_DEPTH) == {"n": 1}
+    beyond = safe_original({"metadata": wrapped(MAX_METADATA_DEPTH + 1)}, policy)["metadata"]
+    assert unwrap(beyond, MAX_METADATA_DEPTH + 1) == {"client_ip": "10.0.0.1", "n": 1}  # left as is
+
+
+def test_metadata_integers_within_64_bits_stay_numbers() -> None:
+    values = {"lo": -(2**63), "hi": 2**63 - 1, "over": 2**63, "under": -(2**63) - 1}
+    clean = sanitize_metadata(values, Policy(metadata_max_bytes=10_000))
+    assert clean == {"lo": -(2**63), "hi": 2**63 - 1, "over": str(2**63), "under": str(-(2**63) - 1)}
+    deep: list[object] = []
+    cursor = deep
+    for _ in range(300):
+        cursor.append([])
+        cursor = cursor[0]  # type: ignore[assignment]
+    assert sanitize_metadata({"deep": deep}, Policy())["deep"] == "[unencodable list]"
+
+
+def test_metadata_byte_budget_is_exact() -> None:
+    # budget = metadata_max_bytes - 96; the map costs 2, each entry len(key) + len(JSON value) + 4
+    entry = len("k0") + len('"' + "v" * 20 + '"') + 4
+    fits = 10
+    max_bytes = 96 + 2 + fits * entry
+    values = {f"k{i}": "v" * 20 for i in range(fits + 1)}
+    clean = sanitize_metadata(values, Policy(metadata_max_bytes=max_bytes))
+    assert len(clean) == fits + 1 and clean[METADATA_TRUNCATED_KEY].startswith("1 of 11 keys dropped")
+    exact = sanitize_metadata(dict(list(values.items())[:fits]), Policy(metadata_max_bytes=max_bytes))
+    assert METADATA_TRUNCATED_KEY not in exact and len(exact) == fits
+    short = sanitize_metadata(dict(list(values.items())[:fits]), Policy(metadata_max_bytes=max_bytes - 1))
+    assert short[METADATA_TRUNCATED_KEY].startswith("1 of 10 keys dropped")
+
+
+def test_key_count_cap_leaves_room_for_bodies() -> None:
+    many = {f"k{i}": i for i in range(100)}
+    wire = build_event(
+        item(metadata=many, request_body="p", response_body="r"),
+        Policy(record_bodies=True, metadata_max_bytes=100_000),
+    )
+    metadata = wire["metadata"]
+    assert (
+        len(metadata) == MAX_METADATA_KEYS
+        and metadata["request_body"] == "p"
+        and metadata["response_body"] == "r"
+    )
+    assert metadata[METADATA_TRUNCATED_KEY].startswith(f"{100 - (MAX_METADATA_KEYS - 3)} of 100 keys dropped")
+    with pytest.raises(ValueError, match=r"^metadata must be a JSON object, got list$"):
+        build_event(item(metadata=[1], request_body="p"), Policy(record_bodies=True))
+
+
+def test_client_ip_is_found_as_the_last_part_of_a_flattened_key() -> None:
+    metadata = {"req": {"edge": {"client_ip": "10.0.0.1"}}, "client_ip_note": "kept", "client_ip.v": "kept"}
+    clean = sanitize_metadata(metadata, Policy(client_ip_mode="drop"))
+    assert clean == {"client_ip_note": "kept", "client_ip.v": "kept"}
+
+
+def test_registered_secrets_are_scrubbed_from_every_place() -> None:
+    secret = "my-registered-secret"
+    policy = Policy(record_bodies=True, secrets=(secret,), environment="prod")
+    wire = build_event(
+        item(
+            request_model=f"m {secret}",
+            metadata={f"key {secret}": "x", "note": f"value {secret}"},
+            request_body=f"body {secret}",
+            error_message=f"error {secret}",
+        ),
+        policy,
+    )
+    assert secret not in str(wire) and wire["environment"] == "prod"
+    assert build_event(item(environment="dev"), policy)["environment"] == "dev"
+    assert "environment" not in build_event(item(), Policy())
+
+
+def test_exact_reasons() -> None:
+    with pytest.raises(ValueError, match=r"^event has neither event_time nor start_time$"):
+        build_event({"request_model": "m", "duration_ms": 1}, Policy())
+    with pytest.raises(ValueError, match=f"^start_time {'9' * 40} is not a time in range$"):
+        build_event(item(start_time="9" * 60), Policy())
+
+
+def test_pseudonym_of_text_that_is_not_valid_unicode() -> None:
+    assert (
+        pseudonym("\ud800", b"k")
+        == hmac.new(b"k", "\ud800".encode("utf-8", "replace"), hashlib.sha256).hexdigest()[:32]
+    )
+
+
+def test_safe_original_applies_the_client_ip_option_in_any_nested_object() -> None:
+    safe = safe_original(
+        {"extra": {"client_ip": "10.0.0.1", "n": 1}, "metadata": "text"}, Policy(client_ip_mode="drop")
+    )
+    assert safe == {"extra": {"n": 1}, "metadata": "text"}

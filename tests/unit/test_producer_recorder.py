@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from callstream.producers.memory import MemoryPublisher
-from callstream.producers.recorder import CallRecorder
+from callstream.producers.recorder import CallRecorder, call_fields
 
 
 @pytest.fixture
@@ -105,3 +105,36 @@ def test_defaults_apply_to_every_event(memory: MemoryPublisher) -> None:
     recorder.record("gpt-4.1", 1.0)
     (event,) = memory.events
     assert (event.service_name, event.provider_name) == ("support-bot", "holysheep")
+
+
+def test_call_fields_apply_inside_the_block_only(memory: MemoryPublisher) -> None:
+    recorder = CallRecorder(memory, defaults={"service_name": "bot", "session_id": "default"})
+    with call_fields(session_id="s-42", user_id="u-7"):
+        recorder.record("m", 1.0)
+        with call_fields(user_id="u-8"):
+            recorder.record("m", 1.0)
+        recorder.record("m", 1.0, session_id="own")
+    recorder.record("m", 1.0)
+    got = [(e.session_id, e.user_id, e.service_name) for e in memory.events]
+    assert got == [
+        ("s-42", "u-7", "bot"),
+        ("s-42", "u-8", "bot"),
+        ("own", "u-7", "bot"),  # the call's own field wins
+        ("default", None, "bot"),
+    ]
+
+
+def test_call_fields_follow_asyncio_tasks(memory: MemoryPublisher) -> None:
+    recorder = CallRecorder(memory)
+
+    async def one(session: str) -> None:
+        with call_fields(session_id=session):
+            await asyncio.sleep(0.01)
+            async with recorder.call("m"):
+                await asyncio.sleep(0)
+
+    async def both() -> None:
+        await asyncio.gather(one("a"), one("b"))
+
+    asyncio.run(both())
+    assert sorted(e.session_id or "" for e in memory.events) == ["a", "b"]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
+import pytest
+
+from callstream.producers.settings import ProducerSettings
 from callstream.producers.spool import (
     KIND_BATCH,
     KIND_DEADLETTER,
@@ -12,6 +16,7 @@ from callstream.producers.spool import (
     decode_records,
     encode_record,
 )
+from callstream.settings import state_dir
 
 
 def test_append_seal_claim_delete(tmp_path: Path) -> None:
@@ -79,3 +84,41 @@ def test_two_spools_on_one_directory_never_claim_the_same_segment(tmp_path: Path
     first.release()
     second = b.claim()
     assert second is not None and second.path == first.path
+
+
+def test_spool_is_private(tmp_path: Path) -> None:
+    loose = tmp_path / "state" / "spool"
+    loose.mkdir(parents=True, mode=0o755)
+    loose.chmod(0o755)
+    old = loose / ("00000000000000000001-1-abcdef" + OPEN_SUFFIX)
+    old.write_bytes(encode_record(KIND_BATCH, b"[1]", 1))
+    old.chmod(0o644)
+    spool = Spool(loose, max_bytes=1 << 20, segment_max_bytes=1 << 16)
+    assert stat.S_IMODE(loose.stat().st_mode) == 0o700  # an existing directory is tightened
+    assert stat.S_IMODE(old.stat().st_mode) == 0o600  # and so are existing segments
+    spool.append(KIND_BATCH, b"[2]", 1)
+    spool.seal()
+    assert {stat.S_IMODE(p.stat().st_mode) for p in loose.iterdir()} == {0o600}
+    fresh = tmp_path / "a" / "b" / "spool"
+    Spool(fresh, max_bytes=1 << 20, segment_max_bytes=1 << 16)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o700  # created so, parents too
+    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o700
+
+
+def test_state_dir_default_is_absolute_and_follows_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CALLSTREAM_STATE_DIR", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert state_dir("spool") == tmp_path / "xdg" / "callstream" / "spool"
+    assert ProducerSettings().spool_dir == tmp_path / "xdg" / "callstream" / "spool"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert state_dir() == tmp_path / "home" / ".local" / "state" / "callstream"
+    monkeypatch.setenv("CALLSTREAM_STATE_DIR", "relative/state")
+    assert state_dir("ingest").is_absolute() and state_dir("ingest").parts[-3:] == (
+        "relative",
+        "state",
+        "ingest",
+    )
+    assert not (tmp_path / "xdg").exists()  # resolving a path creates nothing

@@ -6,11 +6,12 @@ from datetime import UTC, datetime
 
 import orjson
 
-from callstream.sinks.documents import INVALID_INPUT, Documents, Origin
+from callstream.producers.deadletter import MAX_ORIGINAL_CHARS
+from callstream.sinks.documents import INVALID_INPUT, Documents, Origin, SinkDeadLetter
 from tests.unit.test_sink_events import enriched_events
 
 ORIGIN = Origin("cs.calls.enriched", 2, 41, timestamp_ms=1_772_400_000_000)  # 2026-03-01T21:20:00Z
-DOCS = Documents("cs", original_max_chars=2000)
+DOCS = Documents("cs")
 
 
 def test_enriched_array_becomes_one_doc_per_event_in_daily_indices() -> None:
@@ -62,7 +63,7 @@ def test_bad_events_fail_alone_with_their_position() -> None:
 
 
 def test_undecodable_messages_fail_whole() -> None:
-    for value, reason in [(b"", "empty"), (None, "empty"), (b"{nope", "not valid JSON"), (b"42", "array")]:
+    for value, reason in [(b"", "empty"), (None, "empty"), (b"{nope", "not JSON"), (b"42", "array")]:
         decoded = DOCS.enriched(value, ORIGIN)
         assert decoded.docs == [] and len(decoded.failures) == 1
         assert reason in decoded.failures[0].reason
@@ -107,7 +108,8 @@ def _letter(**changes: object) -> dict[str, object]:
     base: dict[str, object] = {
         "reason": "invalid event: duration_ms: Input should be greater than or equal to 0",
         "stage": "enrich",
-        "original": {"event_id": "e1", "duration_ms": -1},
+        "original": '{"event_id":"e1","duration_ms":-1}',
+        "original_bytes": 33,
         "source_topic": "cs.calls.raw",
         "source_partition": 4,
         "source_offset": 1234,
@@ -122,8 +124,7 @@ def test_stream_dead_letter_id_comes_from_its_source_coordinates() -> None:
     assert doc.index == "cs-deadletter-2026.03.05"
     assert doc.id == "enrich:cs.calls.raw:4:1234:7"
     source = orjson.loads(doc.source)
-    assert source["original"] == {"event_id": "e1", "duration_ms": -1}
-    assert orjson.loads(source["original_json"]) == source["original"]
+    assert orjson.loads(source["original"]) == {"event_id": "e1", "duration_ms": -1}
     # Re-published by a restarted stream (another offset of the dead-letter topic): same _id.
     again = Origin(ORIGIN.topic, ORIGIN.partition, 999)
     assert DOCS.deadletter(orjson.dumps(_letter()), again).docs[0].id == doc.id
@@ -133,40 +134,35 @@ def test_dead_letter_without_source_uses_its_own_coordinates_and_text_originals(
     letter = _letter(source_topic=None, source_offset=None, original="{broken json")
     (doc,) = DOCS.deadletter(orjson.dumps(letter), ORIGIN).docs
     assert doc.id == "cs.calls.enriched:2:41"
-    source = orjson.loads(doc.source)
-    assert source["original_json"] == "{broken json" and "original" not in source
+    assert orjson.loads(doc.source)["original"] == "{broken json"
 
 
 def test_sink_dead_letter_document_and_message_agree() -> None:
     event = enriched_events(1)[0]
     failure = DOCS.enriched(orjson.dumps([event | {"event_id": ""}]), ORIGIN).failures[0]
     failed_at = datetime(2026, 3, 9, 1, 2, 3, tzinfo=UTC)
-    doc = DOCS.sink_deadletter_doc(failure, failed_at)
+    record = DOCS.sink_deadletter_record(failure, failed_at)
+    SinkDeadLetter.model_validate(record)  # the one dead-letter shape, plus the sink's fields
+    doc = DOCS.sink_deadletter_doc(record, failure, failed_at)
     assert doc.index == "cs-sink-deadletter-2026.03.01"  # message timestamp, not the failure time
     assert doc.id == "cs.calls.enriched:2:41:0"
-    key, value = DOCS.sink_deadletter_message(failure, failed_at, max_bytes=900_000)
-    record = orjson.loads(value)
-    assert key == doc.id.encode()
-    assert record["original"] == event | {"event_id": ""}
-    assert record["reason"] == failure.reason and record["failed_at"] == "2026-03-09T01:02:03Z"
-    assert (record["source_topic"], record["source_partition"], record["source_offset"]) == (
+    key, value = DOCS.sink_deadletter_message(record, failure)
+    assert key == doc.id.encode() and orjson.loads(value) == orjson.loads(doc.source)
+    assert orjson.loads(record["original"]) == event | {"event_id": ""}
+    assert record["reason"] == failure.reason and record["detected_at"] == "2026-03-09T01:02:03.000Z"
+    assert (record["stage"], record["source_topic"], record["source_partition"], record["source_offset"]) == (
+        "sink",
         ORIGIN.topic,
         2,
         41,
     )
-    source = orjson.loads(doc.source)
-    assert {k: v for k, v in source.items() if k not in ("original", "original_json")} == {
-        k: v for k, v in record.items() if k != "original"
-    }
 
 
-def test_oversized_originals_are_cut_to_fit_one_message() -> None:
+def test_oversized_and_unencodable_originals_give_bounded_dead_letters() -> None:
     failure = DOCS.enriched(orjson.dumps([{"event_id": "", "blob": "x" * 50_000}]), ORIGIN).failures[0]
-    _, value = DOCS.sink_deadletter_message(failure, datetime(2026, 3, 9, tzinfo=UTC), max_bytes=10_000)
-    assert len(value) <= 10_000
-    record = orjson.loads(value)
-    assert record["original_truncated"] is True
-    assert (
-        len(orjson.loads(DOCS.sink_deadletter_doc(failure, datetime.now(UTC)).source)["original_json"])
-        == 2000
-    )
+    record = DOCS.sink_deadletter_record(failure, datetime(2026, 3, 9, tzinfo=UTC))
+    assert record["original_truncated"] is True and len(record["original"]) == MAX_ORIGINAL_CHARS
+    assert record["original_bytes"] >= MAX_ORIGINAL_CHARS  # of what was read: the head of a huge one
+    deep = b'[{"event_id":"e","event_time":"2026-03-01T00:00:00Z","x":' + b"[" * 300 + b"]" * 300 + b"}]"
+    (bad,) = DOCS.enriched(deep, ORIGIN).failures  # valid JSON that orjson cannot encode again
+    assert orjson.dumps(DOCS.sink_deadletter_record(bad, datetime.now(UTC)))

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from callstream.settings import ElasticsearchSettings
 from callstream.sinks import index_templates as it
+from callstream.sinks.documents import SinkDeadLetter
 from callstream.sinks.settings import SinkSettings
 from callstream.streams.contract import (
     DeadLetter,
@@ -30,6 +31,7 @@ def _fields(model: type[BaseModel]) -> set[str]:
         (EnrichedCallEvent, it.CALLS_PROPERTIES),
         (WindowAggregate, it.AGGREGATES_PROPERTIES),
         (DeadLetter, it.DEADLETTER_PROPERTIES),
+        (SinkDeadLetter, it.SINK_DEADLETTER_PROPERTIES),
     ],
 )
 def test_every_contract_field_is_mapped(model: type[BaseModel], properties: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from callstream.producers.contract import RawCallEvent, decode_events, encode_events
+from callstream.producers.deadletter import original_text
 from callstream.producers.synthetic import DEFAULT_MODELS, FAILURES, generate, invalid_inputs
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -90,4 +91,4 @@ def test_invalid_inputs_are_all_rejected_with_the_expected_reason() -> None:
     assert [r.index for r in rejected] == list(range(1, len(cases) + 1))
     for rejection, (original, fragment) in zip(rejected, cases, strict=True):
         assert fragment in rejection.reason
-        assert rejection.original == original
+        assert orjson.loads(original_text(rejection.original)) == original

@@ -17,7 +17,7 @@ from callstream.producers.synthetic import generate
 from callstream.streams.contract import WindowAggregate
 from callstream.streams.enrich import enrich
 from callstream.streams.pricing import Price, PriceCatalogue
-from callstream.streams.windows import WindowKey, WindowState, expired, fold_minutes, rollup, window_start
+from callstream.streams.windows import WindowKey, WindowState, expired, fold, window_start, windows_of
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SIZES = {"1m": 60_000, "1h": 3_600_000, "1d": 86_400_000}
@@ -137,7 +137,7 @@ def pairs() -> list[tuple[RawCallEvent, dict[str, Any]]]:
 
 
 def test_fold_and_rollup_match_brute_force(pairs: list[tuple[RawCallEvent, dict[str, Any]]]) -> None:
-    windows = rollup(fold_minutes(doc for _, doc in pairs))
+    windows = windows_of(doc for _, doc in pairs)
     expected = brute_force(pairs)
     got = {w.encode(): (w, s) for w, s in windows.items()}
     assert set(got) == set(expected)
@@ -173,7 +173,7 @@ def test_fold_and_rollup_match_brute_force(pairs: list[tuple[RawCallEvent, dict[
 
 
 def test_aggregates_validate_against_the_contract(pairs: list[tuple[RawCallEvent, dict[str, Any]]]) -> None:
-    windows = rollup(fold_minutes(doc for _, doc in pairs[:800]))
+    windows = windows_of(doc for _, doc in pairs[:800])
     for window, state in windows.items():
         aggregate = state.to_aggregate(window, version=1)
         model = WindowAggregate.model_validate(aggregate)
@@ -229,7 +229,7 @@ def test_expired_boundary() -> None:
 
 
 def test_state_wire_roundtrip(pairs: list[tuple[RawCallEvent, dict[str, Any]]]) -> None:
-    for state in list(fold_minutes(doc for _, doc in pairs[:500]).values())[:20]:
+    for state in fold(doc for _, doc in pairs[:500]).states()[:20]:
         back = WindowState.from_wire(orjson.loads(orjson.dumps(state.to_wire())))
         assert back.to_wire() == state.to_wire()
         assert back.sketch.bins == state.sketch.bins
@@ -238,12 +238,12 @@ def test_state_wire_roundtrip(pairs: list[tuple[RawCallEvent, dict[str, Any]]]) 
 def test_event_time_from_json_strings(pairs: list[tuple[RawCallEvent, dict[str, Any]]]) -> None:
     docs = [doc for _, doc in pairs[:300]]
     decoded = orjson.loads(orjson.dumps(docs, option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC))
-    fresh = {k: s.to_wire() for k, s in fold_minutes(docs).items()}
-    assert {k: s.to_wire() for k, s in fold_minutes(decoded).items()} == fresh
+    fresh = {k: s.to_wire() for k, s in windows_of(docs).items()}
+    assert {k: s.to_wire() for k, s in windows_of(decoded).items()} == fresh
 
 
 def test_empty_state_is_an_identity_for_merge(pairs: list[tuple[RawCallEvent, dict[str, Any]]]) -> None:
-    for window, state in list(rollup(fold_minutes(doc for _, doc in pairs[:200])).items())[:30]:
+    for window, state in list(windows_of(doc for _, doc in pairs[:200]).items())[:30]:
         empty = WindowState()
         empty.merge(state)
         assert empty.to_wire() == state.to_wire(), window
@@ -254,9 +254,7 @@ def test_failed_and_successful_calls_of_one_model_share_its_windows() -> None:
     dated response name. One model row must hold all 95, with a 40/95 error rate."""
     t0 = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
     common = {"request_model": "gpt-4.1", "duration_ms": 100.0, "input_tokens": 10}
-    failed = [
-        RawCallEvent(event_id=f"f{i}", event_time=t0, status_code=500, **common) for i in range(40)
-    ]
+    failed = [RawCallEvent(event_id=f"f{i}", event_time=t0, status_code=500, **common) for i in range(40)]
     ok = [
         RawCallEvent(
             event_id=f"s{i}", event_time=t0, status_code=200, response_model="gpt-4.1-2025-04-14", **common
@@ -264,7 +262,7 @@ def test_failed_and_successful_calls_of_one_model_share_its_windows() -> None:
         for i in range(55)
     ]
     prices = catalogue()
-    windows = rollup(fold_minutes(enrich(e, prices) for e in failed + ok))
+    windows = windows_of(enrich(e, prices) for e in failed + ok)
     models = {w.key: s for w, s in windows.items() if w.dimension == "model" and w.size == "1d"}
     assert list(models) == ["gpt-4.1"]
     aggregate = models["gpt-4.1"].to_aggregate(WindowKey("model", "gpt-4.1", "1d", 0), 1)

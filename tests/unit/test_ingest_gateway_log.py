@@ -1,4 +1,4 @@
-"""Seed log lines and callstream wire lines map onto the event contract."""
+"""LLM gateway client log lines and callstream wire lines map onto the event contract."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from callstream.producers.contract import RawCallEvent
-from callstream.producers.prepare import Policy, build_event
-from callstream.producers.seed_format import (
+from callstream.producers.gateway_log import (
     detect,
+    gateway_fields,
     line_event_id,
     line_fields,
     parse_time,
     parse_zone,
-    seed_fields,
 )
+from callstream.producers.prepare import Policy, build_event
 
-SEED = {
+GATEWAY = {
     "log_id": "7d9f2c1e-0000-4000-8000-000000000001",
     "timestamp": "2025-03-01T12:00:01.500000Z",
     "model": "gpt-4.1",
@@ -39,9 +39,9 @@ def event(doc: dict[str, object], **kwargs: object) -> RawCallEvent:
     return RawCallEvent.model_validate(build_event(line_fields(doc, **kwargs), Policy()))  # type: ignore[arg-type]
 
 
-def test_seed_record_maps_onto_the_contract() -> None:
-    e = event(SEED)
-    assert e.event_id == SEED["log_id"]
+def test_gateway_record_maps_onto_the_contract() -> None:
+    e = event(GATEWAY)
+    assert e.event_id == GATEWAY["log_id"]
     assert e.event_time == datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)  # written at the end: minus duration
     assert (e.request_model, e.response_model) == ("gpt-4.1", None)
     assert (e.input_tokens, e.output_tokens, e.duration_ms) == (812, 95, 1500.0)
@@ -52,14 +52,14 @@ def test_seed_record_maps_onto_the_contract() -> None:
     assert e.metadata == {"source": "elk-integration-test", "client_ip": "203.0.113.7", "order.id": 42}
 
 
-def test_seed_timestamp_as_start() -> None:
-    assert event(SEED, seed_timestamp="start").event_time == datetime(
+def test_gateway_timestamp_as_start() -> None:
+    assert event(GATEWAY, gateway_timestamp="start").event_time == datetime(
         2025, 3, 1, 12, 0, 1, 500000, tzinfo=UTC
     )
 
 
-def test_seed_error_record() -> None:
-    doc = SEED | {
+def test_gateway_error_record() -> None:
+    doc = GATEWAY | {
         "status_code": 429,
         "error_message": '{"error": "rate limit"}',
         "request_tokens": 0,
@@ -74,7 +74,7 @@ def test_seed_error_record() -> None:
 
 
 def test_naive_timestamps_use_the_configured_zone() -> None:
-    doc = SEED | {"timestamp": "2025-03-01T21:00:01.5", "response_time_ms": 1500.0}
+    doc = GATEWAY | {"timestamp": "2025-03-01T21:00:01.5", "response_time_ms": 1500.0}
     assert event(doc).event_time == datetime(2025, 3, 1, 21, 0, 0, tzinfo=UTC)
     seoul = event(doc, naive_zone=parse_zone("Asia/Seoul")).event_time
     assert seoul == datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -82,7 +82,7 @@ def test_naive_timestamps_use_the_configured_zone() -> None:
 
 
 def test_disagreeing_total_is_kept_visible() -> None:
-    assert event(SEED | {"total_tokens": 1000}).metadata["seed.total_tokens"] == 1000
+    assert event(GATEWAY | {"total_tokens": 1000}).metadata["gateway.total_tokens"] == 1000
 
 
 def test_callstream_wire_lines_pass_through() -> None:
@@ -92,13 +92,13 @@ def test_callstream_wire_lines_pass_through() -> None:
     assert (e.event_id, e.event_time, e.duration_ms) == ("abc", datetime(2025, 3, 1, 12, tzinfo=UTC), 3.0)
 
 
-def test_invalid_seed_lines_raise() -> None:
+def test_invalid_gateway_lines_raise() -> None:
     with pytest.raises(ValueError):
-        seed_fields({k: v for k, v in SEED.items() if k != "timestamp"})
+        gateway_fields({k: v for k, v in GATEWAY.items() if k != "timestamp"})
     with pytest.raises(ValueError):
-        event(SEED | {"model": ""})
+        event(GATEWAY | {"model": ""})
     with pytest.raises(ValueError):
-        event(SEED | {"request_tokens": -5})
+        event(GATEWAY | {"request_tokens": -5})
 
 
 def test_parse_time_variants() -> None:
@@ -109,5 +109,41 @@ def test_parse_time_variants() -> None:
     assert parse_time("2025-03-01T12:00:00", timezone(timedelta(0))) == expected
 
 
-def test_line_event_id_is_stable_and_position_sensitive() -> None:
-    assert line_event_id(b"{}", 1) == line_event_id(b"{}", 1) != line_event_id(b"{}", 2)
+def test_line_event_id_depends_on_file_position_and_content() -> None:
+    assert line_event_id(b"{}", 7, 100) == line_event_id(b"{}", 7, 100)
+    assert len({line_event_id(b"{}", 7, 100), line_event_id(b"{}", 8, 100), line_event_id(b"{}", 7, 101),
+                line_event_id(b"{ }", 7, 100)}) == 4  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("doc", "reason"),
+    [
+        ({"timestamp": 1e20}, "timestamp 1e+20 is out of range"),
+        ({"timestamp": float("nan")}, "timestamp nan is not a finite number"),
+        ({"timestamp": "0001-01-01T00:00:00+01:00"}, "out of range once converted to UTC"),
+        ({"timestamp": "yesterday"}, "timestamp 'yesterday' is not ISO-8601"),
+        ({"timestamp": True}, "timestamp True is not a time"),
+        ({"response_time_ms": 1e300}, "response_time_ms 1e+300 is out of range"),
+        ({"response_time_ms": "fast"}, "response_time_ms: 'fast' is not a number"),
+        ({"request_tokens": "many"}, "request_tokens: 'many' is not a whole number"),
+        ({"request_tokens": float("inf")}, "request_tokens: inf is not a whole number"),
+        ({"status_code": [200]}, "status_code: [200] is not a whole number"),
+        ({"metadata": [1, 2]}, "metadata must be a JSON object, got list"),
+        ({"endpoint": "http://[::1"}, "is not a URL"),
+    ],
+)
+def test_hostile_gateway_values_have_readable_reasons(doc: dict[str, object], reason: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        gateway_fields(GATEWAY | doc)
+    assert reason in str(caught.value)
+
+
+def test_numeric_ids_become_text_and_missing_tokens_are_missing_usage() -> None:
+    fields = gateway_fields(GATEWAY | {"user_id": 42, "session_id": 7})
+    assert (fields["user_id"], fields["session_id"]) == ("42", "7")
+    assert "usage" not in fields
+    bare = {
+        k: v for k, v in GATEWAY.items() if k not in ("request_tokens", "response_tokens", "total_tokens")
+    }
+    assert gateway_fields(bare)["usage"] == "missing"
+    assert "usage" not in gateway_fields(bare | {"status_code": 429})  # a failed call: nothing to price

@@ -1,0 +1,1 @@
+"""The rules and budgets files that ship with callstream."""
