@@ -31,6 +31,8 @@ class ReportQueryError(CallstreamError):
     """Elasticsearch refused or could not answer a query (wrong mapping, server down, ...)."""
 
 
+INT32_MAX = 2**31 - 1  # Elasticsearch `integer` fields
+
 # Report attribute -> field of the calls index.
 CALL_FIELDS = {
     "user": "user_id",
@@ -306,6 +308,9 @@ class Reader:
                 }
             }
             for k in range(31)
+            # input_tokens is an `integer` field: Elasticsearch refuses a bound beyond its range
+            # (noida-db did not), and no call can exceed such a bound anyway.
+            if threshold * 2**k < INT32_MAX
         ]
         query = self._calls_query(span, None, {"bool": {"should": bands, "minimum_should_match": 1}})
         limit = self.settings.waste_scan_max_calls
