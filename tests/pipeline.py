@@ -22,7 +22,8 @@ from callstream import topics
 from callstream.infra.local_servers import free_port
 from callstream.infra.processes import start_worker, stop_process
 from callstream.infra.setup import create_topics
-from callstream.settings import KafkaSettings
+from callstream.settings import ElasticsearchSettings, KafkaSettings
+from callstream.sinks import index_templates
 from callstream.topic_reader import iter_to_end
 from tests.containers import Servers
 from tests.ground_truth import Expected, compare
@@ -71,7 +72,16 @@ class Pipeline:
         return env
 
     def setup(self) -> None:
+        """Its topics, and callstream's index templates for its index prefix: the sink writes into
+        indices mapped as in production (a dynamic mapping differs between engines: real
+        Elasticsearch maps a JSON number as a 32-bit float and then refuses a larger one)."""
         create_topics(self.kafka, self.partitions)
+        es_settings = ElasticsearchSettings(url=self.servers.es_url, index_prefix=self.prefix)
+        client = es_settings.client()
+        try:
+            index_templates.apply(client, es_settings)
+        finally:
+            client.close()
 
     def start(self, *args: str, name: str = "worker", **env: str) -> subprocess.Popen[bytes]:
         """Start `callstream ARGS...` as a separate process; its output goes to a log file."""

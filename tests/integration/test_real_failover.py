@@ -32,7 +32,6 @@ from callstream.producers import synthetic
 from callstream.producers.contract import RawCallEvent, partition_for_event_id
 from callstream.producers.loadgen import publish
 from callstream.settings import ElasticsearchSettings
-from callstream.sinks import index_templates
 from tests.ground_truth import compare, expected_windows
 from tests.pipeline import Pipeline, new_pipeline, wait_for
 
@@ -201,11 +200,8 @@ def scan_ids(es: Elasticsearch, index: str) -> list[str]:
 
 
 def search_for(pipeline: Pipeline, servers: LocalServers) -> tuple[Elasticsearch, str]:
-    """A client for the pipeline's indices, with callstream's index templates applied to its prefix
-    (strict mappings, as in production: no dynamic mapping updates while the test measures)."""
-    settings = ElasticsearchSettings(url=servers.es_url, index_prefix=pipeline.prefix)
-    es = settings.client()
-    index_templates.apply(es, settings)
+    """A client for the pipeline's indices (new_pipeline applied the index templates to its prefix)."""
+    es = ElasticsearchSettings(url=servers.es_url, index_prefix=pipeline.prefix).client()
     return es, f"{pipeline.prefix}-calls-*"
 
 
