@@ -13,6 +13,7 @@ from callstream.producers.contract import (
     MAX_METADATA_KEYS,
     RawCallEvent,
     decode_events,
+    decode_positioned_events,
     derived_event_id,
     encode_event_dicts,
     encode_events,
@@ -303,3 +304,20 @@ def test_every_accepted_event_can_be_encoded_again() -> None:
 def test_non_finite_floats_are_rejected(change: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         RawCallEvent.model_validate(BASE | change)
+
+
+def test_valid_events_keep_their_positions_in_the_batch() -> None:
+    """What a later stage says about an event (a dead letter) must point at the right item."""
+    items = [
+        BASE | {"event_id": "a"},
+        42,
+        BASE | {"event_id": "b", "input_tokens": -1},
+        BASE | {"event_id": "c"},
+    ]
+    positioned, rejected = decode_positioned_events(one(items))
+    assert [(index, event.event_id) for index, event in positioned] == [(0, "a"), (3, "c")]
+    assert [r.index for r in rejected] == [1, 2]
+    fast, _ = decode_positioned_events(one([BASE | {"event_id": f"e{i}"} for i in range(3)]))
+    assert [(index, event.event_id) for index, event in fast] == [(0, "e0"), (1, "e1"), (2, "e2")]
+    [(single, _)], _ = decode_positioned_events(one(BASE))
+    assert single is None
