@@ -77,10 +77,33 @@ on_dependency_change = "rerun"  # a changed test may kill an old survivor: test 
 TOML
 
 cd "$work"
-"$mutmut" run --max-children "${MUTATION_JOBS:-2}" >mutmut-run.log 2>&1 || {
-    tail -40 mutmut-run.log
-    exit 1
+if [ -n "${MUTATION_FRESH:-}" ]; then
+    rm -rf mutants   # every mutant tested again, from scratch
+fi
+# mutmut keeps a verdict until the mutated function changes, even when the tests change, and maps
+# tests to functions once per test name. So when a test file changed since the last run, the map
+# is collected again and every mutant that survived (or had no test) is tested again.
+tests_sha="$(find tests -name '*.py' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
+retest=""
+if [ -d mutants ] && [ "$(cat tests.sha256 2>/dev/null)" != "$tests_sha" ]; then
+    rm -f mutants/mutmut-stats.json
+    retest=1
+fi
+run_mutmut() {
+    "$mutmut" run --max-children "${MUTATION_JOBS:-2}" "$@" >>mutmut-run.log 2>&1 || {
+        tail -40 mutmut-run.log
+        exit 1
+    }
 }
+: >mutmut-run.log
+run_mutmut
+if [ -n "$retest" ]; then
+    mapfile -t again < <("$mutmut" results | awk '$2 == "survived" || $2 $3 == "notests" { sub(/:$/, "", $1); print $1 }')
+    if [ "${#again[@]}" -gt 0 ]; then
+        run_mutmut "${again[@]}"
+    fi
+fi
+echo "$tests_sha" >tests.sha256
 "$mutmut" export-cicd-stats >/dev/null
 echo "== $component: mutation summary (mutants/mutmut-cicd-stats.json)"
 cat mutants/mutmut-cicd-stats.json
@@ -90,9 +113,11 @@ echo "== per module: mutants, then each status"
 "$mutmut" results --all true | awk '
     { name = $1; sub(/:$/, "", name); status = $2; for (i = 3; i <= NF; i++) status = status " " $i
       module = name; sub(/\.x(_|ǁ).*$/, "", module)
-      total[module]++; count[module "\t" status]++ }
-    END { for (m in total) { line = m ": " total[m]
-              for (k in count) { split(k, part, "\t"); if (part[1] == m) line = line ", " part[2] " " count[k] }
+      total[module]++; count[module, status]++; seen[status] = 1 }
+    END { n = split("killed|timeout|survived|no tests|suspicious", order, "|")
+          for (s in seen) { known = 0; for (i = 1; i <= n; i++) if (order[i] == s) known = 1; if (!known) order[++n] = s }
+          for (m in total) { line = m ": " total[m]
+              for (i = 1; i <= n; i++) if ((m, order[i]) in count) line = line ", " order[i] " " count[m, order[i]]
               print line } }' | sort
 echo
 echo "== surviving mutants (scripts/mutation.sh $component show NAME for a diff)"
