@@ -214,3 +214,12 @@ def test_memory_is_given_back_when_batches_restored_twice_expire() -> None:
     assert index.batches == {}
     # Sealed segments are compacted away; fewer than SEAL_AT dead entries may wait unsealed.
     assert index._segments == [] and len(index._recent) < SEAL_AT
+
+
+def test_memory_of_a_large_expired_batch_is_given_back_beside_small_live_ones() -> None:
+    index = DedupIndex(horizon_ms=HOUR)
+    index.restore(0, batch_record(1_000, fingerprints(f"big-{i}" for i in range(3 * SEAL_AT))))
+    index.restore(1, batch_record(HOUR, fingerprints(["small"])))
+    assert index.expire(1_001 + HOUR) == [0]
+    assert index.remembers("small") and not index.remembers("big-0")
+    assert index._segments == [] and len(index._recent) < SEAL_AT

@@ -485,3 +485,15 @@ def test_states_built_from_values_and_read_as_attributes() -> None:
         WindowState.of(bogus=1, nope=2, requests=1)
     with pytest.raises(AttributeError, match="bogus"):
         _ = state.bogus
+
+
+def test_an_aggregate_read_back_keeps_its_exact_cost_and_is_not_changed_by_merges() -> None:
+    """cost_pico is read as it is (cost_usd, a double, cannot carry 10^17 pico-dollars exactly),
+    and merging into the state read back never writes into the document it came from."""
+    doc = {"requests": 2, "cost_pico": 123_456_789_012_345_679, "cost_usd": 123_456.789_012_345_679}
+    doc["errors_by_type"] = {"timeout": 1}
+    state = WindowState.from_aggregate(doc)
+    assert state["cost_pico"] == 123_456_789_012_345_679
+    state.merge(WindowState.of(requests=1, errors_by_type={"timeout": 4, "client_error": 1}))
+    assert state["errors_by_type"] == {"timeout": 5, "client_error": 1}
+    assert doc["errors_by_type"] == {"timeout": 1}
