@@ -181,7 +181,8 @@ def derived_event_id(origin: str, index: int | None) -> str:
 
 
 def _json_error(exc: orjson.JSONDecodeError) -> str:
-    if "recursion" in str(exc).lower():
+    text = str(exc).lower()
+    if "depth limit" in text or "recursion" in text:  # orjson 3.13 says 'depth limit exceeded'
         return "not JSON that can be read: nested more than 1024 levels deep"
     return f"not JSON (unreadable at character {exc.pos})"
 
