@@ -184,7 +184,8 @@ def derived_event_id(origin: str, index: int | None) -> str:
 
 
 def _json_error(exc: orjson.JSONDecodeError) -> str:
-    if "recursion" in str(exc).lower():
+    text = str(exc).lower()
+    if "depth limit" in text or "recursion" in text:  # orjson 3.13 says 'depth limit exceeded'
         return "not JSON that can be read: nested more than 1024 levels deep"
     return f"not JSON (unreadable at character {exc.pos})"
 
@@ -199,11 +200,20 @@ def decode_events(
     `derived_event_id(origin, index)` when `origin` names where the message was read, and is
     rejected otherwise. Never raises, whatever the value.
     """
+    positioned, rejected = decode_positioned_events(value, origin)
+    return [event for _, event in positioned], rejected
+
+
+def decode_positioned_events(
+    value: bytes | None, origin: str | None = None
+) -> tuple[list[tuple[int | None, RawCallEvent]], list[RejectedEvent]]:
+    """`decode_events`, each valid event with its position in the batch (None when the message is
+    one object): what is said later about an event (a dead letter) points at the right item."""
     if not value:
         return [], [RejectedEvent("empty message value", None)]
     if value[:1] == b"[":
         try:
-            return _BATCH.validate_json(value), []
+            return [(index, event) for index, event in enumerate(_BATCH.validate_json(value))], []
         except ValidationError:
             pass  # fall through: find which items are bad
     try:
@@ -219,8 +229,8 @@ def decode_events(
 
 def _decode_items(
     items: list[Any], positions: list[int | None], origin: str | None
-) -> tuple[list[RawCallEvent], list[RejectedEvent]]:
-    valid: list[RawCallEvent] = []
+) -> tuple[list[tuple[int | None, RawCallEvent]], list[RejectedEvent]]:
+    valid: list[tuple[int | None, RawCallEvent]] = []
     rejected: list[RejectedEvent] = []
     for item, index in zip(items, positions, strict=True):
         if not isinstance(item, dict):
@@ -233,7 +243,7 @@ def _decode_items(
         if origin is not None and not item.get("event_id"):
             item = item | {"event_id": derived_event_id(origin, index)}
         try:
-            valid.append(RawCallEvent.model_validate(item))
+            valid.append((index, RawCallEvent.model_validate(item)))
         except ValidationError as exc:
             rejected.append(RejectedEvent(f"invalid event: {describe_validation_error(exc)}", item, index))
         except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # beyond pydantic's own checks

@@ -18,7 +18,12 @@ from typing import Any
 
 import orjson
 
-from callstream.producers.contract import RawCallEvent, decode_events, encode_events, partition_for_event_id
+from callstream.producers.contract import (
+    RawCallEvent,
+    decode_positioned_events,
+    encode_events,
+    partition_for_event_id,
+)
 from callstream.producers.deadletter import dead_letter
 from callstream.producers.packing import split_into_arrays
 from callstream.streams.clock import EventTimeBounds, PartitionClock, is_late
@@ -89,14 +94,14 @@ class RawProcessor:
 
     def process(self, state: PartitionState, raw: RawInput) -> Outcome:
         out = Outcome()
-        valid, rejected = decode_events(raw.value, raw.origin)
+        valid, rejected = decode_positioned_events(raw.value, raw.origin)
         for rejection in rejected:
             out.dead_letters.append(
                 self._letter(rejection.reason, "stream.validate", rejection.original, raw, rejection.index)
             )
         out.invalid = len(rejected)
         events: list[tuple[RawCallEvent, int]] = []
-        for index, event in enumerate(valid):
+        for index, event in valid:
             at = epoch_ms(event.event_time)
             reason = self.bounds.violation(at, raw.published_ms)
             if reason is None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import orjson
 import pytest
@@ -13,6 +16,7 @@ from callstream.producers.contract import (
     MAX_METADATA_KEYS,
     RawCallEvent,
     decode_events,
+    decode_positioned_events,
     derived_event_id,
     encode_event_dicts,
     encode_events,
@@ -303,3 +307,126 @@ def test_every_accepted_event_can_be_encoded_again() -> None:
 def test_non_finite_floats_are_rejected(change: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         RawCallEvent.model_validate(BASE | change)
+
+
+def test_valid_events_keep_their_positions_in_the_batch() -> None:
+    """What a later stage says about an event (a dead letter) must point at the right item."""
+    items = [
+        BASE | {"event_id": "a"},
+        42,
+        BASE | {"event_id": "b", "input_tokens": -1},
+        BASE | {"event_id": "c"},
+    ]
+    positioned, rejected = decode_positioned_events(one(items))
+    assert [(index, event.event_id) for index, event in positioned] == [(0, "a"), (3, "c")]
+    assert [r.index for r in rejected] == [1, 2]
+    fast, _ = decode_positioned_events(one([BASE | {"event_id": f"e{i}"} for i in range(3)]))
+    assert [(index, event.event_id) for index, event in fast] == [(0, "e0"), (1, "e1"), (2, "e2")]
+    [(single, _)], _ = decode_positioned_events(one(BASE))
+    assert single is None
+
+
+# -- what the mutation run found untested (docs/mutation.md) --------------------------------------------
+
+
+@pytest.fixture
+def machine_in_seoul(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("TZ", "KST-9")  # a POSIX zone string: no tz database needed
+    time.tzset()
+    yield
+    monkeypatch.delenv("TZ")
+    time.tzset()
+
+
+@pytest.mark.usefixtures("machine_in_seoul")
+def test_event_times_are_utc_whatever_the_machine_zone() -> None:
+    [event], _ = decode_events(one(BASE | {"event_time": "2026-01-01T09:30:00+09:00"}))
+    assert event.event_time == datetime(2026, 1, 1, 0, 30, tzinfo=UTC)
+    assert event.event_time.utcoffset() == timedelta(0)
+    assert event.to_wire()["event_time"] == "2026-01-01T00:30:00.000000Z"
+
+
+@pytest.mark.parametrize(
+    ("event_time", "reason"),
+    [
+        ("1970-01-02T00:00:00Z", None),
+        ("2999-12-31T00:00:00Z", None),
+        (
+            "1970-01-01T23:59:59.999999Z",
+            "invalid event: event_time: Value error, 1970-01-01T23:59:59.999999Z is not a plausible call "
+            "time (expected between 1970-01-02 and 2999-12-31)",
+        ),
+        (
+            "2999-12-31T01:00:00.000001+01:00",
+            "invalid event: event_time: Value error, 2999-12-31T00:00:00.000001Z is not a plausible call "
+            "time (expected between 1970-01-02 and 2999-12-31)",
+        ),
+        (
+            "0001-01-01T00:00:00+01:00",
+            "invalid event: event_time: Value error, 0001-01-01T00:00:00+01:00 is outside the "
+            "representable range",
+        ),
+    ],
+)
+def test_plausible_event_times_include_both_ends(event_time: str, reason: str | None) -> None:
+    valid, rejected = decode_events(one(BASE | {"event_time": event_time}))
+    assert [r.reason for r in rejected] == ([] if reason is None else [reason])
+    assert len(valid) == (reason is None)
+
+
+def test_reasons_list_every_problem_and_name_the_event_for_whole_event_rules() -> None:
+    _, [missing] = decode_events(one({"event_id": "x"}))
+    assert missing.reason == (
+        "invalid event: event_time: Field required; request_model: Field required; "
+        "duration_ms: Field required"
+    )
+    _, [parts] = decode_events(one(BASE | {"input_tokens": 10, "cache_read_input_tokens": 11}))
+    assert parts.reason.startswith("invalid event: event: Value error, cache_read_input_tokens + ")
+
+
+def test_derived_ids_never_change_between_releases() -> None:
+    """A message read again after an upgrade must give its events the same ids, or dedup fails."""
+    assert derived_event_id("calls.raw:3:17", 0) == "derived-e422bca411ad4e8e46a31ac8fbbd3205"
+    assert derived_event_id("calls.raw:0:5", None) == "derived-501a74cd106f4ccb10c1483039c48cdd"
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"[" * 2000 + b"]" * 2000, "not JSON that can be read: nested more than 1024 levels deep"),
+        (
+            b'{"a":' * 1100 + b"1" + b"}" * 1100,
+            "not JSON that can be read: nested more than 1024 levels deep",
+        ),
+        (b"{not json", "not JSON (unreadable at character 1)"),
+        (b"[1, 2", "not JSON (unreadable at character 5)"),
+    ],
+)
+def test_unreadable_values_say_why(value: bytes, reason: str) -> None:
+    _, [rejection] = decode_events(value)
+    assert rejection.reason == reason
+
+
+def test_json_that_is_not_an_event_is_kept_as_it_was() -> None:
+    _, [rejection] = decode_events(b"12")
+    assert rejection.original == 12
+
+
+def test_an_unexpected_error_while_validating_rejects_only_that_item(monkeypatch: pytest.MonkeyPatch) -> None:
+    """decode_events never raises: an error beyond pydantic's own (none is known today) is a rejection."""
+    validate = RawCallEvent.model_validate
+
+    def failing(item: Any) -> RawCallEvent:
+        if item["event_id"] == "bad":
+            raise OverflowError("too far")
+        return validate(item)
+
+    monkeypatch.setattr(RawCallEvent, "model_validate", failing)
+    items = [BASE | {"event_id": "ok"}, BASE | {"event_id": "bad"}, "x"]
+    valid, rejected = decode_events(one(items))
+    assert [e.event_id for e in valid] == ["ok"]
+    assert (rejected[0].reason, rejected[0].original, rejected[0].index) == (
+        "invalid event: OverflowError: too far",
+        items[1],
+        1,
+    )

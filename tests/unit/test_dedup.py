@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import random
+import struct
 
 import orjson
 
-from callstream.streams.dedup import DedupIndex
+from callstream.streams.dedup import (
+    SEAL_AT,
+    DedupIndex,
+    batch_record,
+    fingerprints,
+    record_fingerprints,
+    record_max_ms,
+)
 
 HOUR = 3_600_000
 
@@ -126,6 +134,92 @@ def test_many_ids_through_sealing_compaction_and_expiry() -> None:
         assert index.expire(now) == expired
         for o in expired:
             del batch_max[o]
+        # Memory stays bounded by the live ids after every expiry, not only at the end.
+        stored = len(index._recent) + sum(len(f) for f, _ in index._segments)
+        assert stored <= 2 * sum((len(r) - 9) // 8 for r in index.batches.values()) + 8192, offset
     assert index.batches.keys() == batch_max.keys()
-    stored = len(index._recent) + sum(len(f) for f, _ in index._segments)
-    assert stored <= 2 * sum((len(r) - 9) // 8 for r in index.batches.values()) + 8192
+
+
+def test_batch_records_keep_their_documented_layout() -> None:
+    """A record outlives a release in the changelog: b'\\x01', newest event ms as a signed 64-bit
+    little-endian integer, then one unsigned 64-bit little-endian fingerprint per id."""
+    fps = [0, 1, 2**63, 2**64 - 1]
+    for newest in (1_767_225_600_000, 0, -5):
+        record = batch_record(newest, fps)
+        assert record == b"\x01" + struct.pack("<q", newest) + struct.pack("<4Q", *fps)
+        assert record_max_ms(record) == newest
+        assert record_fingerprints(record).tolist() == fps
+
+
+def test_a_fingerprint_one_bit_away_is_another_id() -> None:
+    """Fingerprints are compared as exact 64-bit integers, in sealed segments too (where a float
+    would round the lowest bits away)."""
+    [fp] = fingerprints(["x"])
+    neighbour = fp ^ 1
+    index = DedupIndex(horizon_ms=HOUR)
+    fillers = [(neighbour + 2 * (i + 1)) % 2**64 for i in range(SEAL_AT)]  # enough to seal a segment
+    index.restore(0, batch_record(1_000, [neighbour, *fillers]))
+    assert index._segments and not index._recent  # the neighbour is in a sealed segment
+    assert not index.remembers("x")
+    assert index.admit(1, ids("x")) == [True]
+
+
+def test_an_id_counted_again_after_its_horizon_is_then_remembered_anew() -> None:
+    index = DedupIndex(horizon_ms=HOUR)
+    index.admit(0, [("a", 0)])
+    assert index.expire(HOUR + 1) == [0]
+    assert index.admit(1, [("a", 2 * HOUR)]) == [True]  # a new event as far as the index can tell
+    assert index.admit(2, [("a", 2 * HOUR)]) == [False]  # ... whose copies are duplicates again
+    assert index.remembers("a")
+
+
+def test_a_rebuilt_index_keeps_the_newest_batch_of_an_id() -> None:
+    """After a restart the changelog may still hold an expired batch next to the newer one that
+    re-admitted the same id, in any order: the id belongs to the newer batch."""
+    index = DedupIndex(horizon_ms=HOUR)
+    index.admit(0, [("a", 0)])
+    old = index.batches[0]
+    index.expire(HOUR + 1)
+    index.admit(7, [("a", 2 * HOUR)])
+    rebuilt = DedupIndex(horizon_ms=HOUR)
+    rebuilt.restore(7, index.batches[7])
+    rebuilt.restore(0, old)  # its deletion was not in the changelog yet
+    assert rebuilt.expire(HOUR + 1) == [0]
+    assert rebuilt.remembers("a")
+    assert rebuilt.admit(8, [("a", 2 * HOUR)]) == [False]
+
+
+def test_a_batch_restored_again_with_a_newer_record_expires_by_the_newer_one() -> None:
+    index = DedupIndex(horizon_ms=HOUR)
+    index.restore(5, batch_record(1_000, fingerprints(["a"])))
+    index.restore(5, batch_record(3 * HOUR, fingerprints(["a", "b"])))
+    assert index.expire(1_001 + HOUR) == []
+    assert index.remembers("a") and index.remembers("b")
+    assert index.expire(3 * HOUR + HOUR + 1) == [5]
+
+
+def test_memory_is_given_back_when_batches_restored_twice_expire() -> None:
+    """A changelog replayed with each record twice (before compaction of the topic) still lets the
+    index drop every fingerprint once every batch has expired."""
+    index = DedupIndex(horizon_ms=HOUR)
+    records = {
+        offset: batch_record(1_000, fingerprints(f"{offset}-{i}" for i in range(1_000)))
+        for offset in range(20)
+    }
+    for _ in range(2):
+        for offset, record in records.items():
+            index.restore(offset, record)
+    assert all(index.remembers(f"{o}-999") for o in records)
+    assert index.expire(1_001 + HOUR) == sorted(records)
+    assert index.batches == {}
+    # Sealed segments are compacted away; fewer than SEAL_AT dead entries may wait unsealed.
+    assert index._segments == [] and len(index._recent) < SEAL_AT
+
+
+def test_memory_of_a_large_expired_batch_is_given_back_beside_small_live_ones() -> None:
+    index = DedupIndex(horizon_ms=HOUR)
+    index.restore(0, batch_record(1_000, fingerprints(f"big-{i}" for i in range(3 * SEAL_AT))))
+    index.restore(1, batch_record(HOUR, fingerprints(["small"])))
+    assert index.expire(1_001 + HOUR) == [0]
+    assert index.remembers("small") and not index.remembers("big-0")
+    assert index._segments == [] and len(index._recent) < SEAL_AT

@@ -171,6 +171,10 @@ def test_latency_category_boundaries(ms: float, category: str) -> None:
         (200, "timeout", "timeout"),  # a 200 whose stream then timed out is still a failure
         (200, "RuntimeError", "unknown_error"),
         (302, None, "unknown_error"),
+        (300, None, "unknown_error"),  # 2xx ends at 299
+        (499, None, "client_error"),
+        (599, None, "provider_server_error"),
+        (600, None, "unknown_error"),  # outside HTTP's classes (the contract stops at 599)
     ],
 )
 def test_error_category(status: int | None, error_type: str | None, category: str | None) -> None:
@@ -321,3 +325,9 @@ def test_enriched_dict_validates_against_the_contract(event: RawCallEvent) -> No
     [decoded] = orjson.loads(wire)
     assert decoded["event_time"].endswith("Z") and decoded["time_bucket"].endswith("Z")
     assert EnrichedCallEvent.model_validate_json(orjson.dumps(decoded)) == model
+
+
+def test_an_unknown_model_takes_the_provider_its_caller_reported() -> None:
+    doc = enrich(raw(request_model="acme-experimental-1", provider_name="HolySheep"), CATALOGUE)
+    assert doc["provider"] == "holysheep"
+    assert enrich(raw(request_model="acme-experimental-1"), CATALOGUE)["provider"] == "other"

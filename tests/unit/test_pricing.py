@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
+from decimal import ROUND_UP, Decimal, localcontext
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -656,3 +656,70 @@ def test_shipped_names_the_price_file_that_comes_with_callstream(monkeypatch: py
     settings = StreamSettings()
     assert settings.price_files[1] == DEFAULT_OVERRIDES and DEFAULT_OVERRIDES.is_file()
     assert str(settings.price_files[0]) == "/etc/callstream/prices.json"
+
+
+# -- what the mutation run found untested (docs/mutation.md) --------------------------------------------
+
+
+def test_too_many_decimals_says_why_and_rounding_ignores_the_decimal_context() -> None:
+    with pytest.raises(ValueError) as info:
+        per_mtok_to_pico_per_token("0.0000015")
+    assert str(info.value) == (
+        "price 0.0000015 $/Mtok has more than 6 decimals (prices are kept in whole pico-dollars per token)"
+    )
+    with localcontext(rounding=ROUND_UP):  # a caller's context does not change the rounding
+        assert per_mtok_to_pico_per_token("0.0000015", round_to_pico=True) == 2
+        assert per_mtok_to_pico_per_token("0.0000025", round_to_pico=True) == 2
+        assert per_mtok_to_pico_per_token("0.0000021", round_to_pico=True) == 2
+
+
+def test_an_entry_keeps_its_provider_and_may_carry_comments() -> None:
+    price = Price.from_dict(entry(provider="acme", _note="from the March invoice", _by="ops"))
+    assert (price.id, price.provider, price.match.pattern) == ("x@2025", "acme", "m-1")
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        (
+            {
+                "provider": "p",
+                "match": "m",
+                "effective_from": "2025-01-01T00:00:00Z",
+                "input": 1,
+                "output": 1,
+            },
+            "bad price entry {'provider': 'p', 'match': 'm', 'effective_from': '2025-01-01T00:00:00Z', "
+            "'input': 1, 'output': 1}: missing fields ['id']",
+        ),
+        (
+            entry(effective_from="2025-01-01T00:00:00"),
+            "bad price entry 'x@2025': effective_from needs a timezone (e.g. 2025-01-01T00:00:00Z)",
+        ),
+        (
+            entry(effective_from="soon"),
+            "bad price entry 'x@2025': effective_from 'soon' is not an ISO-8601 time "
+            "(e.g. 2025-01-01T00:00:00Z)",
+        ),
+    ],
+)
+def test_entry_errors_read_in_full(item: dict[str, Any], message: str) -> None:
+    """An entry without an id is named by its content; the examples are exact ISO-8601 times."""
+    with pytest.raises(ValueError) as info:
+        Price.from_dict(item)
+    assert str(info.value) == message
+
+
+def test_cost_of_with_only_input_and_output_tokens() -> None:
+    price = Price.from_dict(entry(input="2.5", output="10", cache_read="1", cache_write="4", reasoning="20"))
+    cost = cost_of(price, 1000, 400)
+    assert (cost.input_pico, cost.output_pico) == (1000 * pico("2.5"), 400 * pico("10"))
+
+
+def test_an_impossible_compact_date_is_left_as_it_is() -> None:
+    """'20250231' is no date, so 'm-20250231' is looked up as it is (and is unpriced here) rather
+    than being rewritten into something another entry matches."""
+    catalogue = PriceCatalogue([Price.from_dict(entry(match=r"m-?\d{4}(-\d\d-\d\d)?"))])
+    assert catalogue.lookup("m-2025-02-28", ms("2026-01-01T00:00:00Z")) is not None
+    assert catalogue.lookup("m-20250228", ms("2026-01-01T00:00:00Z")) is not None
+    assert catalogue.lookup("m-20250231", ms("2026-01-01T00:00:00Z")) is None

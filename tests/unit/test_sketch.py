@@ -125,3 +125,19 @@ def test_wire_from_another_accuracy_is_refused() -> None:
         LatencySketch.from_wire({"k": [1], "c": [1], "z": 0, "a": 0.01})
     with pytest.raises(ValueError):
         LatencySketch.from_wire({"k": [1, 2], "c": [1], "z": 0, "a": RELATIVE_ACCURACY})
+
+
+def test_one_microsecond_is_the_smallest_latency_with_a_bucket() -> None:
+    sketch = sketch_of([0.001, 0.000999])
+    assert sketch.zero_count == 1 and sum(sketch.bins.values()) == 1
+    got = sketch.quantile(1.0)
+    assert got is not None and abs(got - 0.001) <= RELATIVE_ACCURACY * 0.001
+
+
+def test_sparse_wire_forms_read_as_empty_parts() -> None:
+    """Only what a wire dict holds is read: a missing part is empty, a missing accuracy the default."""
+    assert LatencySketch.from_wire({}).count == 0
+    only_zeros = LatencySketch.from_wire({"z": 3})
+    assert (only_zeros.bins, only_zeros.zero_count) == ({}, 3)
+    no_zeros = LatencySketch.from_wire({"k": [5, 9], "c": [2, 1]})
+    assert (no_zeros.bins, no_zeros.zero_count, no_zeros.count) == ({5: 2, 9: 1}, 0, 3)

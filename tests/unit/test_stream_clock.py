@@ -47,7 +47,15 @@ def test_a_replay_accepts_exactly_its_range() -> None:
 
 @pytest.mark.parametrize(
     ("timestamp", "now", "expected"),
-    [(None, 500, 500), (0, 500, 500), (-7, 500, 500), (400, 500, 400), (900, 500, 500)],
+    [
+        (None, 500, 500),
+        (0, 500, 500),
+        (-7, 500, 500),
+        (1, 500, 1),
+        (400, 500, 400),
+        (500, 500, 500),
+        (900, 500, 500),
+    ],
 )
 def test_publication_is_the_message_timestamp_but_never_after_the_worker_clock(
     timestamp: int | None, now: int, expected: int
@@ -76,3 +84,49 @@ def test_clock_moves_forward_only_and_snapshots() -> None:
     assert (again.stream_time_ms, again.next_offset) == (100, 8)
     assert PartitionClock.from_bytes(b"1234") == PartitionClock(1234, None)  # the older form
     assert PartitionClock.from_bytes(None) == PartitionClock(0, None)
+
+
+@pytest.mark.parametrize(
+    ("difference_ms", "span"),
+    [
+        (1, "1 ms"),
+        (999, "999 ms"),
+        (1000, "1 second"),
+        (12_999, "12 seconds"),
+        (MINUTE_MS - 1, "59 seconds"),
+        (MINUTE_MS, "1 minute"),
+        (7 * MINUTE_MS + 59_999, "7 minutes"),
+        (3_600_000, "1 hour"),
+        (DAY - 1, "23 hours"),
+        (DAY, "1 day"),
+        (3 * DAY + 5, "3 days"),
+    ],
+)
+def test_reasons_state_the_distance_as_a_person_reads_it(difference_ms: int, span: str) -> None:
+    strict = EventTimeBounds(max_age_ms=0, max_skew_ms=0)
+    assert f" is {span} after the event was published " in str(
+        strict.violation(PUBLISHED + difference_ms, PUBLISHED)
+    )
+    assert f" is {span} before the event was published " in str(
+        strict.violation(PUBLISHED - difference_ms, PUBLISHED)
+    )
+
+
+def test_reasons_name_the_bound_and_both_times() -> None:
+    ahead = BOUNDS.violation(PUBLISHED + 6 * MINUTE_MS, PUBLISHED)
+    assert ahead == (
+        "event_time 2026-05-28T20:32:40.000Z is 6 minutes after the event was published "
+        "(2026-05-28T20:26:40.000Z); at most 5 minutes of clock skew is accepted "
+        "(CALLSTREAM_STREAM_MAX_CLOCK_SKEW_MS)"
+    )
+    old = BOUNDS.violation(PUBLISHED - 31 * DAY, PUBLISHED)
+    assert old == (
+        "event_time 2026-04-27T20:26:40.000Z is 31 days before the event was published "
+        "(2026-05-28T20:26:40.000Z); events older than 30 days are not accepted "
+        "(CALLSTREAM_STREAM_MAX_EVENT_AGE_MS; replay older history instead)"
+    )
+    replay = EventTimeBounds(max_age_ms=DAY, max_skew_ms=0, range_ms=(10 * DAY, 12 * DAY))
+    assert replay.violation(12 * DAY + 1, PUBLISHED) == (
+        "event_time 1970-01-13T00:00:00.001Z is outside the replayed range "
+        "[1970-01-11T00:00:00.000Z, 1970-01-13T00:00:00.000Z)"
+    )

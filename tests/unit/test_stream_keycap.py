@@ -37,3 +37,11 @@ def test_expire_forgets_whole_days_only() -> None:
 
 def test_slot_keys_roundtrip() -> None:
     assert parse_slot_key(slot_key(3, ("model", 86_400_000))) == (3, ("model", 86_400_000))
+
+
+def test_a_day_expired_before_its_snapshot_was_taken_is_not_snapshotted() -> None:
+    """A name admitted, then its whole day forgotten before the next snapshot: nothing to write."""
+    cap = KeyCap({"model": 1})
+    cap.name("model", 5, "a")
+    assert cap.expire(DAY_MS) == [("model", 0)]
+    assert cap.snapshots() == {}

@@ -77,3 +77,33 @@ def test_windows_are_grouped_by_their_owning_partition() -> None:
     assert sum(len(v) for v in grouped.values()) == 50
     for partition, states in grouped.items():
         assert all(window_partition(key, 6) == partition for key in states)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b'{"src": "x", "o": 1, "st": 2, "w": []}', "'w' must map window keys to states"),
+        (b'{"src": "x", "o": 1, "st": 2, "w": {"k": 3}}', "'w' must map window keys to states"),
+        (b'{"src": 1, "o": 1, "st": 2, "w": {}}', "'src' must be a string, 'o' and 'st' integers"),
+        (b'{"src": "x", "o": 1, "st": null, "w": {}}', "'src' must be a string, 'o' and 'st' integers"),
+        (b'{"src": "x", "o": 1, "st": 2}', "not a partial aggregate: KeyError: 'w'"),
+    ],
+)
+def test_malformed_partials_say_what_is_wrong(value: bytes, reason: str) -> None:
+    """The reason becomes the dead letter's: it names the part of the partial that is wrong."""
+    with pytest.raises(PartialError) as caught:
+        decode_partial(value)
+    assert str(caught.value) == reason
+
+
+def test_a_new_entry_is_empty_and_labelled_like_its_first_partial() -> None:
+    entry = WindowEntry.new(state(4))
+    assert (entry.state.provider, entry.state.model_family) == ("openai", "gpt-4.1")
+    assert (entry.state.requests, entry.version, entry.applied) == (0, 0, {})
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+def test_the_first_offsets_of_a_source_are_merged(offset: int) -> None:
+    entry = WindowEntry.new(state(0))
+    assert entry.apply(state(2), "raw:0", offset)
+    assert (entry.state.requests, entry.applied) == (2, {"raw:0": offset})

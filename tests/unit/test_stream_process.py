@@ -3,6 +3,7 @@ with every hostile input dead-lettered and nothing moving the partition's clock 
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -168,3 +169,103 @@ def test_names_beyond_the_daily_cap_aggregate_under_other() -> None:
     assert keys == {"acme-0", "acme-1", OTHER}
     names = [doc["model"] for chunk in out.enriched for doc in orjson.loads(chunk)]
     assert names == [f"acme-{i}" for i in range(5)]  # the calls keep their real names
+
+
+def windows_of(out: Outcome) -> dict[WindowKey, WindowState]:
+    return {
+        WindowKey.decode(key): WindowState.from_wire(wire)
+        for partial in out.partials.values()
+        for key, wire in decode_partial(partial).windows.items()
+    }
+
+
+def test_dead_letters_say_where_the_input_was_read_and_keep_it() -> None:
+    proc, state = processor()
+    bad = event(2, input_tokens=-1)
+    out = run(
+        proc, state, orjson.dumps([event(1), bad, event(3, event_time="2100-01-01T00:00:00Z")]), offset=41
+    )
+    invalid, out_of_bounds = out.dead_letters
+    assert (invalid["stage"], out_of_bounds["stage"]) == ("stream.validate", "stream.event_time")
+    for letter, index in ((invalid, 1), (out_of_bounds, 2)):
+        assert (letter["source_topic"], letter["source_partition"], letter["source_offset"]) == ("raw", 0, 41)
+        assert letter["batch_index"] == index
+    assert orjson.loads(invalid["original"]) == bad and "input_tokens" in invalid["reason"]
+    assert orjson.loads(out_of_bounds["original"])["event_id"] == "e3"
+    single = run(proc, state, orjson.dumps(event(4, event_time="2100-01-01T00:00:00Z")), offset=42)
+    assert single.dead_letters[0]["batch_index"] is None  # the message is that one event
+
+
+def test_every_out_of_bounds_event_is_counted() -> None:
+    proc, state = processor()
+    far = [event(i, event_time="2100-01-01T00:00:00Z") for i in range(3)]
+    out = run(proc, state, orjson.dumps([*far, event(9)]))
+    assert (out.valid, out.out_of_bounds, len(out.dead_letters)) == (1, 3, 3)
+
+
+def test_duplicates_beside_new_events_are_counted_once_each() -> None:
+    proc, state = processor()
+    run(proc, state, orjson.dumps([event(1), event(2)]))
+    out = run(proc, state, orjson.dumps([event(1), event(3), event(2), event(3), event(4)]), offset=1)
+    assert (out.valid, out.duplicates) == (2, 3)
+    assert [d["event_id"] for chunk in out.enriched for d in orjson.loads(chunk)] == ["e3", "e4"]
+
+
+def test_the_dedup_record_lets_a_restarted_worker_recognise_the_ids() -> None:
+    proc, state = processor()
+    out = run(proc, state, orjson.dumps([event(1), event(2)]), offset=5)
+    assert out.dedup_record is not None
+    rebuilt = DedupIndex(86_400_000)
+    rebuilt.restore(5, out.dedup_record)
+    assert rebuilt.admit(6, [("e1", NOW_MS), ("e2", NOW_MS), ("e3", NOW_MS)]) == [False, False, True]
+    assert run(proc, state, orjson.dumps([event(1)]), offset=6).dedup_record is None  # nothing new
+
+
+def test_late_events_are_flagged_published_and_still_counted() -> None:
+    """Grace is a minute: once stream time is 10 minutes ahead, an event of 5 minutes before is late."""
+    proc, state = processor()
+    run(proc, state, orjson.dumps([event(1)]))  # stream time: NOW - 10 min
+    stream_time = state.clock.stream_time_ms
+    late_time = (NOW - timedelta(minutes=15)).isoformat()
+    out = run(proc, state, orjson.dumps([event(2, event_time=late_time), event(3)]), offset=1)
+    assert [doc["event_id"] for doc in out.late] == ["e2"] and out.late[0]["late"] is True
+    flags = {d["event_id"]: d["late"] for chunk in out.enriched for d in orjson.loads(chunk)}
+    assert flags == {"e2": True, "e3": False}
+    assert state.clock.stream_time_ms == stream_time  # a late event never moves the clock
+    day = next(s for w, s in windows_of(out).items() if w.dimension == "model" and w.size == "1d")
+    assert (day.requests, day["late_events"]) == (2, 1)
+
+
+def test_enriched_events_are_published_with_utc_times() -> None:
+    proc, state = processor()
+    out = run(proc, state, orjson.dumps([event(1)]))
+    [doc] = [d for chunk in out.enriched for d in orjson.loads(chunk)]
+    assert doc["event_time"] == (NOW - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert doc["time_bucket"] == doc["event_time"]
+
+
+def test_dedup_batches_past_the_horizon_are_reported_for_deletion() -> None:
+    proc, state = processor()  # a one-day dedup horizon
+    run(proc, state, orjson.dumps([event(1, event_time=(NOW - timedelta(days=3)).isoformat())]))
+    out = run(proc, state, orjson.dumps([event(2)]), offset=1)
+    assert out.expired_batches == [0]
+    assert 0 not in state.dedup.batches
+
+
+def test_every_dimension_is_capped_by_its_own_limit() -> None:
+    caps = {"model": 1, "provider": 1, "model_family": 1, "service": 1, "user": 1}
+    proc, state = processor(caps=caps)
+    calls = [
+        event(1, request_model="o1-pro", service_name="svc-a", user_id="u-a"),
+        event(2, request_model="claude-sonnet-4-5", service_name="svc-b", user_id="u-b"),
+    ]
+    keys: dict[str, set[str]] = defaultdict(set)
+    for window in windows_of(run(proc, state, orjson.dumps(calls))):
+        keys[window.dimension].add(window.key)
+    assert keys == {
+        "model": {"o1-pro", OTHER},
+        "provider": {"openai", OTHER},
+        "model_family": {"o1-pro", OTHER},
+        "service": {"svc-a", OTHER},
+        "user": {"u-a", OTHER},
+    }

@@ -72,6 +72,8 @@ class Expected:
     unpriced: int = 0
     latencies: list[Decimal] = field(default_factory=list)
     late: int = 0
+    providers: set[str] = field(default_factory=set)
+    families: set[str] = field(default_factory=set)
 
 
 def brute_force(pairs: list[tuple[RawCallEvent, dict[str, Any]]]) -> dict[str, Expected]:
@@ -109,6 +111,8 @@ def brute_force(pairs: list[tuple[RawCallEvent, dict[str, Any]]]) -> dict[str, E
                     x.cost_usd += cost
                 x.latencies.append(latency)
                 x.late += bool(doc["late"])
+                x.providers.add(doc["provider"])
+                x.families.add(doc["model_family"])
     return dict(out)
 
 
@@ -165,6 +169,17 @@ def test_fold_and_rollup_match_brute_force(pairs: list[tuple[RawCallEvent, dict[
         assert aggregate["cost_usd"] == float(want.cost_usd)
         assert aggregate["error_rate"] == (want.requests - want.successes) / want.requests
         assert aggregate["tokens"]["total"] == want.tokens["input"] + want.tokens["output"]
+        assert aggregate["late_events"] == want.late
+        ordered = sorted(want.latencies)
+        for q in (50, 90, 95, 99):
+            exact = ordered[(q * (len(ordered) - 1)) // 100]  # nearest rank, lower
+            assert abs(Decimal(aggregate["latency_ms"][f"p{q}"]) - exact) <= exact / 100, (doc_id, q)
+        if window.dimension in ("service", "user"):  # such windows span providers and families
+            assert (state.provider, state.model_family) == (None, None)
+        elif window.dimension == "provider":
+            assert (state.provider, state.model_family) == (window.key, None)
+        else:
+            assert state.provider in want.providers and state.model_family in want.families
     totals = [s for w, s in got.values() if w.dimension == "provider" and w.size == "1d"]
     assert sum(s.requests for s in totals) == len(pairs)
     assert sum(s["unpriced_requests"] for s in totals) > 0 and sum(s["errors"] for s in totals) > 0
@@ -221,6 +236,26 @@ def test_window_key_roundtrip_with_separators(key: str) -> None:
     assert WindowKey("model", "m", "1h", 3_600_000).end_ms == 7_200_000
 
 
+def test_window_keys_from_the_first_to_the_last_representable_start() -> None:
+    latest = int(datetime(2999, 12, 31, tzinfo=UTC).timestamp() * 1000)
+    for start in (0, latest):
+        assert WindowKey.decode(f"model|m|1m|{start}") == WindowKey("model", "m", "1m", start)
+    with pytest.raises(ValueError, match=f"start {latest + 1} is out of range"):
+        WindowKey.decode(f"model|m|1m|{latest + 1}")
+    with pytest.raises(ValueError, match="start -1 is out of range"):
+        WindowKey.decode("model|m|1m|-1")
+
+
+def test_bad_window_keys_are_quoted_up_to_200_characters() -> None:
+    long_key = "model|" + "k" * 300
+    with pytest.raises(ValueError) as size:
+        WindowKey.decode(long_key + "|2m|0")
+    assert str(size.value) == f"window key {long_key[:200]!r}: unknown window size '2m'"
+    with pytest.raises(ValueError) as start:
+        WindowKey.decode(long_key + "|1h|-3600000")
+    assert str(start.value) == f"window key {long_key[:200]!r}: start -3600000 is out of range"
+
+
 def test_expired_boundary() -> None:
     window = WindowKey("model", "m", "1m", 0)  # ends at 60 000
     retention = {"1m": 1000, "1h": 0, "1d": 0}
@@ -233,6 +268,100 @@ def test_state_wire_roundtrip(pairs: list[tuple[RawCallEvent, dict[str, Any]]]) 
         back = WindowState.from_wire(orjson.loads(orjson.dumps(state.to_wire())))
         assert back.to_wire() == state.to_wire()
         assert back.sketch.bins == state.sketch.bins
+
+
+@pytest.mark.parametrize(
+    ("value", "wire"),
+    [
+        (0, 0),
+        (2**63 - 1, 2**63 - 1),
+        (2**63, "9223372036854775808"),
+        (-(2**63), -(2**63)),
+        (-(2**63) - 1, "-9223372036854775809"),
+        (-5, -5),
+    ],
+)
+def test_integers_beyond_64_bits_travel_as_decimal_strings(value: int, wire: int | str) -> None:
+    state = WindowState.of(cost_pico=value, errors_by_type={"timeout": value})
+    encoded = state.to_wire()
+    assert (encoded["c"], encoded["et"]) == (wire, {"timeout": wire})
+    back = WindowState.from_wire(orjson.loads(orjson.dumps(encoded)))
+    assert (back["cost_pico"], back["errors_by_type"]) == (value, {"timeout": value})
+
+
+@pytest.mark.parametrize(
+    ("wire", "message"),
+    [
+        ({"n": True}, "expected an integer, got bool"),
+        ({"n": 1.5}, "expected an integer, got float"),
+        ({"n": None}, "expected an integer, got NoneType"),
+        ({"et": {"timeout": False}}, "expected an integer, got bool"),
+        ({"lmin": "12"}, "expected a number, got str"),
+        ({"lmax": True}, "expected a number, got bool"),
+    ],
+)
+def test_wire_values_of_the_wrong_type_are_refused(wire: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        WindowState.from_wire(wire)
+    assert str(caught.value) == message
+
+
+def test_wire_fields_missing_from_an_older_record_start_empty() -> None:
+    full = WindowState.of(
+        "openai", "gpt-4.1", requests=3, usage_missing_requests=1, latency_min_ms=2.0, late_events=1
+    )
+    older = {k: v for k, v in full.to_wire().items() if k != "um"}  # before usage_missing_requests
+    back = WindowState.from_wire(older)
+    assert (back.requests, back["usage_missing_requests"]) == (3, 0)
+    assert (back["latency_min_ms"], back["late_events"], back.provider) == (2.0, 1, "openai")
+    assert WindowState.from_wire({"n": "7"}).requests == 7
+
+
+def test_aggregate_of_an_empty_window() -> None:
+    aggregate = WindowState().to_aggregate(WindowKey("model", "m", "1m", 0), 1)
+    assert (aggregate["requests"], aggregate["error_rate"], aggregate["cost_usd"]) == (0, 0.0, 0.0)
+    assert aggregate["latency_ms"] == {
+        "min": None,
+        "max": None,
+        "mean": None,
+        "p50": None,
+        "p90": None,
+        "p95": None,
+        "p99": None,
+    }
+
+
+def test_aggregate_percentiles_are_the_nearest_ranks() -> None:
+    """101 latencies 5% apart: each percentile is one exact value, its neighbours far outside 1%."""
+    latencies = [100 * 1.05**i for i in range(101)]
+    state = WindowState()
+    for ms in reversed(latencies):
+        state.add_event(
+            {
+                "error_category": None,
+                "input_tokens": 0,
+                "output_tokens": 0,
+                "cache_read_input_tokens": 0,
+                "cache_creation_input_tokens": 0,
+                "reasoning_output_tokens": 0,
+                "priced": False,
+                "duration_ms": ms,
+            }
+        )
+    summary = state.to_aggregate(WindowKey("model", "m", "1h", 0), 1)["latency_ms"]
+    assert sorted(summary) == ["max", "mean", "min", "p50", "p90", "p95", "p99"]
+    for q in (50, 90, 95, 99):
+        assert summary[f"p{q}"] == pytest.approx(latencies[q], rel=0.01), q
+    assert (summary["min"], summary["max"]) == (latencies[0], latencies[100])
+
+
+@pytest.mark.parametrize(("cost_pico", "published"), [(2**63 - 1, 2**63 - 1), (2**63, None)])
+def test_aggregate_sums_beyond_64_bits_are_left_out(cost_pico: int, published: int | None) -> None:
+    aggregate = WindowState.of(requests=1, cost_pico=cost_pico).to_aggregate(
+        WindowKey("model", "m", "1d", 0), 1
+    )
+    assert aggregate["cost_pico"] == published
+    assert aggregate["cost_usd"] == cost_pico / 10**12
 
 
 def test_event_time_from_json_strings(pairs: list[tuple[RawCallEvent, dict[str, Any]]]) -> None:
@@ -268,3 +397,103 @@ def test_failed_and_successful_calls_of_one_model_share_its_windows() -> None:
     aggregate = models["gpt-4.1"].to_aggregate(WindowKey("model", "gpt-4.1", "1d", 0), 1)
     assert (aggregate["requests"], aggregate["errors"]) == (95, 40)
     assert aggregate["error_rate"] == 40 / 95
+
+
+def stored(window: WindowKey, state: WindowState) -> dict[str, Any]:
+    """An aggregate as a store returns it: the published JSON, decoded."""
+    aggregate = state.to_aggregate(window, version=1)
+    loaded: dict[str, Any] = orjson.loads(orjson.dumps(aggregate, option=orjson.OPT_UTC_Z))
+    return loaded
+
+
+def test_minutes_read_back_from_a_store_merge_into_the_brute_force_hours(
+    pairs: list[tuple[RawCallEvent, dict[str, Any]]],
+) -> None:
+    """What reports do: per-minute aggregates as stored, turned back into states and merged, give
+    the same hourly figures as the events themselves."""
+    windows = windows_of(doc for _, doc in pairs)
+    hours: dict[str, WindowState] = {}
+    for window, state in windows.items():
+        if window.size != "1m":
+            continue
+        hour = WindowKey(window.dimension, window.key, "1h", window_start(window.start_ms, SIZES["1h"]))
+        back = WindowState.from_aggregate(stored(window, state))
+        if hour.encode() in hours:
+            hours[hour.encode()].merge(back)
+        else:
+            hours[hour.encode()] = back
+    expected = brute_force(pairs)
+    assert len(hours) > 10
+    for doc_id, state in hours.items():
+        want = expected[doc_id]
+        assert (state.requests, state["successes"], state["errors"]) == (
+            want.requests,
+            want.successes,
+            want.requests - want.successes,
+        )
+        assert state["errors_by_type"] == dict(want.errors_by_type)
+        assert state["input_tokens"] == want.tokens["input"]
+        assert state["output_tokens"] == want.tokens["output"]
+        assert state["cache_read_input_tokens"] == want.tokens["cache_read_input"]
+        assert state["cache_creation_input_tokens"] == want.tokens["cache_creation_input"]
+        assert state["reasoning_output_tokens"] == want.tokens["reasoning_output"]
+        assert state["cost_pico"] == want.cost_usd * 10**12
+        assert (state["unpriced_requests"], state["late_events"]) == (want.unpriced, want.late)
+        assert state["latency_min_ms"] == float(min(want.latencies))
+        assert state["latency_max_ms"] == float(max(want.latencies))
+        # The sum of latencies comes back from each minute's mean, to the microsecond.
+        assert abs(state["latency_sum_us"] - sum(want.latencies) * 1000) <= len(want.latencies)
+        assert state.sketch.count == want.requests
+        median = state.sketch.quantile(0.5)
+        exact_median = sorted(want.latencies)[(want.requests - 1) // 2]
+        assert median is not None and abs(Decimal(median) - exact_median) <= exact_median / 100
+        dimension, key = doc_id.split("|")[:2]
+        if dimension == "provider":  # a provider's windows span several families
+            assert (state.provider, state.model_family) == (key, None)
+        else:
+            assert state.provider is not None and state.model_family is not None
+    assert {k.split("|")[0] for k in hours} == {"model", "provider", "model_family"}
+
+
+def test_older_and_sparse_aggregates_read_back() -> None:
+    """Documents from before cost_pico, or whose cost passed 64 bits, carry cost_usd only; a
+    document without latency figures reads as a state without them."""
+    older = {"requests": 3, "cost_usd": 0.125, "provider": "openai", "model_family": "gpt-4.1"}
+    state = WindowState.from_aggregate(older)
+    assert (state.requests, state["cost_pico"], state["latency_sum_us"]) == (3, 125_000_000_000, 0)
+    assert (state.provider, state.model_family, state.sketch.count) == ("openai", "gpt-4.1", 0)
+    beyond = {"requests": 40, "cost_pico": None, "cost_usd": 3.0e7, "errors_by_type": {"timeout": 2}}
+    state = WindowState.from_aggregate(beyond)
+    assert state["cost_pico"] == 30_000_000 * 10**12 and state["errors_by_type"] == {"timeout": 2}
+    assert (state.provider, state.model_family) == (None, None)
+    assert WindowState.from_aggregate({})["cost_pico"] == 0
+    with_mean = {"requests": 4, "latency_ms": {"mean": 2.5, "min": 1.0, "max": 4.0}}
+    state = WindowState.from_aggregate(with_mean)
+    assert (state["latency_sum_us"], state["latency_min_ms"], state["latency_max_ms"]) == (10_000, 1.0, 4.0)
+
+
+def test_states_built_from_values_and_read_as_attributes() -> None:
+    state = WindowState.of("openai", "gpt-4.1", requests=7, cost_pico=12)
+    assert (state.provider, state.model_family, state.requests, state.cost_pico) == (
+        "openai",
+        "gpt-4.1",
+        7,
+        12,
+    )
+    assert state.errors == 0 and state.errors_by_type == {} and state.latency_min_ms is None
+    with pytest.raises(TypeError, match=r"not window fields: \['bogus', 'nope'\]"):
+        WindowState.of(bogus=1, nope=2, requests=1)
+    with pytest.raises(AttributeError, match="bogus"):
+        _ = state.bogus
+
+
+def test_an_aggregate_read_back_keeps_its_exact_cost_and_is_not_changed_by_merges() -> None:
+    """cost_pico is read as it is (cost_usd, a double, cannot carry 10^17 pico-dollars exactly),
+    and merging into the state read back never writes into the document it came from."""
+    doc = {"requests": 2, "cost_pico": 123_456_789_012_345_679, "cost_usd": 123_456.789_012_345_679}
+    doc["errors_by_type"] = {"timeout": 1}
+    state = WindowState.from_aggregate(doc)
+    assert state["cost_pico"] == 123_456_789_012_345_679
+    state.merge(WindowState.of(requests=1, errors_by_type={"timeout": 4, "client_error": 1}))
+    assert state["errors_by_type"] == {"timeout": 5, "client_error": 1}
+    assert doc["errors_by_type"] == {"timeout": 1}
