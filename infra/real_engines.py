@@ -678,6 +678,19 @@ def _fail_if_running(data_dir: Path) -> None:
         )
 
 
+def _prepare(data_dir: Path | str, cache_dir: Path, fresh: bool) -> tuple[Path, EngineJars]:
+    """The resolved jars and a data directory ready for new servers: emptied first with `fresh`,
+    refused while servers recorded in it still run."""
+    data_dir = Path(data_dir).resolve()
+    jars = resolve(cache_dir)
+    if fresh and data_dir.exists():
+        down(data_dir)
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _fail_if_running(data_dir)
+    return data_dir, jars
+
+
 def up(
     data_dir: Path,
     kafka_port: int = 9092,
@@ -690,13 +703,7 @@ def up(
     es_heap_mb: int = ES_HEAP_MB,
 ) -> LocalServers:
     """Start one Kafka broker (KRaft, broker+controller) and one Elasticsearch node; wait for both."""
-    data_dir = Path(data_dir).resolve()
-    jars = resolve(cache_dir)
-    if fresh and data_dir.exists():
-        down(data_dir)
-        shutil.rmtree(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    _fail_if_running(data_dir)
+    data_dir, jars = _prepare(data_dir, cache_dir, fresh)
     previous = _read_control(data_dir) if _control_path(data_dir).exists() else {}
     cluster_id = previous.get("cluster_id") or _new_cluster_id()
     old = _services(previous) if previous else {}
@@ -999,13 +1006,7 @@ def cluster_up(
     min.insync.replicas = replication factor - 1 (2 of 3). Brokers are fenced 3 s after their last
     heartbeat, so leaderships leave a killed node within seconds.
     """
-    data_dir = Path(data_dir).resolve()
-    jars = resolve(cache_dir)
-    if fresh and data_dir.exists():
-        down(data_dir)
-        shutil.rmtree(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    _fail_if_running(data_dir)
+    data_dir, jars = _prepare(data_dir, cache_dir, fresh)
     rf = replication_factor or min(3, brokers)
     min_isr = min_insync_replicas or max(1, rf - 1)
     previous = _read_control(data_dir) if _control_path(data_dir).exists() else {}

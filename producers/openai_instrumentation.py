@@ -301,14 +301,31 @@ class _StreamState:
             ctx.finish()
 
 
-class _StreamProxy:
-    """Behaves like openai.Stream; records the call when iteration ends, fails or the stream closes."""
+class _Proxy:
+    """What both stream proxies share: the wrapped stream's other attributes pass through, and a
+    stream dropped before its end is still recorded (with a note saying so)."""
 
     __slots__ = ("_state", "_stream")
 
     def __init__(self, stream: Any, ctx: CallContext, record_bodies: bool) -> None:
         self._stream = stream
         self._state = _StreamState(ctx, record_bodies)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("_stream", "_state"):  # not set yet (failed __init__): no recursion
+            raise AttributeError(name)
+        return getattr(self._stream, name)
+
+    def __del__(self) -> None:
+        state = getattr(self, "_state", None)
+        if state is not None and not state.finished:
+            state.finish(note="abandoned_before_end")
+
+
+class _StreamProxy(_Proxy):
+    """Behaves like openai.Stream; records the call when iteration ends, fails or the stream closes."""
+
+    __slots__ = ()
 
     def __iter__(self) -> _StreamProxy:
         return self
@@ -337,25 +354,11 @@ class _StreamProxy:
         finally:
             self._state.finish(note=None if self._state.finished else "closed_before_end")
 
-    def __getattr__(self, name: str) -> Any:
-        if name in ("_stream", "_state"):  # not set yet (failed __init__): no recursion
-            raise AttributeError(name)
-        return getattr(self._stream, name)
 
-    def __del__(self) -> None:
-        state = getattr(self, "_state", None)
-        if state is not None and not state.finished:
-            state.finish(note="abandoned_before_end")
-
-
-class _AsyncStreamProxy:
+class _AsyncStreamProxy(_Proxy):
     """Behaves like openai.AsyncStream; records the call when iteration ends, fails or the stream closes."""
 
-    __slots__ = ("_state", "_stream")
-
-    def __init__(self, stream: Any, ctx: CallContext, record_bodies: bool) -> None:
-        self._stream = stream
-        self._state = _StreamState(ctx, record_bodies)
+    __slots__ = ()
 
     def __aiter__(self) -> _AsyncStreamProxy:
         return self
@@ -383,13 +386,3 @@ class _AsyncStreamProxy:
             await self._stream.close()
         finally:
             self._state.finish(note=None if self._state.finished else "closed_before_end")
-
-    def __getattr__(self, name: str) -> Any:
-        if name in ("_stream", "_state"):  # not set yet (failed __init__): no recursion
-            raise AttributeError(name)
-        return getattr(self._stream, name)
-
-    def __del__(self) -> None:
-        state = getattr(self, "_state", None)
-        if state is not None and not state.finished:
-            state.finish(note="abandoned_before_end")

@@ -439,16 +439,16 @@ class Reader:
                         model=m["key"],
                         window=by_key[b["key"]],
                         requests=int(b["doc_count"]),
-                        unpriced=_false_count(b["priced"]),
-                        input_tokens=_int(b["input"]),
-                        output_tokens=_int(b["output"]),
-                        cache_read_input_tokens=_int(b["cache_read"]),
-                        cache_creation_input_tokens=_int(b["cache_creation"]),
-                        reasoning_output_tokens=_int(b["reasoning"]),
-                        cost_pico=_int(b["cost"]),
+                        **_usage(b),
                     )
                 )
         return slices
+
+
+def _usage(b: Mapping[str, Any]) -> dict[str, int]:
+    """A bucket's cost, unpriced count and tokens, read from the sub-aggregations of `_sums`."""
+    usage = {field: _int(b[name]) for name, field in TOKEN_FIELDS.items()}
+    return usage | {"cost_pico": _int(b["cost"]), "unpriced": _false_count(b["priced"])}
 
 
 def _call_group(b: Mapping[str, Any]) -> CallGroup:
@@ -456,13 +456,7 @@ def _call_group(b: Mapping[str, Any]) -> CallGroup:
         key=str(b["key"]),
         requests=int(b["doc_count"]),
         errors=_key_count(b["status"], "error"),
-        cost_pico=_int(b["cost"]),
-        unpriced=_false_count(b["priced"]),
-        input_tokens=_int(b["input"]),
-        output_tokens=_int(b["output"]),
-        cache_read_input_tokens=_int(b["cache_read"]),
-        cache_creation_input_tokens=_int(b["cache_creation"]),
-        reasoning_output_tokens=_int(b["reasoning"]),
+        **_usage(b),
         latency_mean_ms=b["latency"].get("value"),
         models={m["key"]: ModelUse(int(m["doc_count"]), _int(m["cost"])) for m in b["models"]["buckets"]},
     )

@@ -1,6 +1,6 @@
 """Enrichment rules: pure functions from a raw event to what dashboards and alerts need.
 
-The seed's Logstash rules (NOTES.md), fixed and extended: timeouts and connection errors are
+The ELK tutorial's Logstash rules (docs/from-elk.md), fixed and extended: timeouts and connection errors are
 their own categories, an unknown model is flagged unpriced instead of costing $0, and cost uses
 separate input, output, cached-input and reasoning prices from the price in force at event time.
 """
@@ -83,7 +83,7 @@ def latency_category(duration_ms: float) -> str:
 
 def error_category(status_code: int | None, error_type: str | None) -> str | None:
     """None for a success; else why the call failed. Timeouts and connection errors first:
-    they have no HTTP status, and the seed lost them entirely."""
+    they have no HTTP status, and the ELK tutorial lost them entirely."""
     raw = error_type.lower() if error_type else None
     if status_code is not None and 200 <= status_code < 300 and raw is None:
         return None

@@ -24,7 +24,7 @@ from callstream.infra.local_servers import free_port
 from callstream.producers.contract import RawCallEvent, partition_for_event_id
 from callstream.producers.loadgen import bulk_producer, partition_count
 from callstream.settings import KafkaSettings
-from tests.pipeline import Pipeline, wait_for
+from tests.pipeline import Pipeline, log_events, wait_for
 
 MODELS = ("gpt-4.1", "claude-sonnet-4-5", "gemini-2.5-flash")
 
@@ -138,28 +138,11 @@ def alert_env(
     return env | extra
 
 
-def log_lines(process: subprocess.Popen[bytes], event: str) -> list[dict[str, Any]]:
-    """The worker's JSON log lines whose event is `event`."""
-    path: Path = process.log_path  # type: ignore[attr-defined]
-    found = []
-    for line in path.read_text(errors="replace").splitlines():
-        start = line.find("{")
-        if start < 0:
-            continue
-        try:
-            doc = orjson.loads(line[start:])
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(doc, dict) and doc.get("event") == event:
-            found.append(doc)
-    return found
-
-
 def wait_for_log(
     pipeline: Pipeline, process: subprocess.Popen[bytes], event: str, timeout_s: float = 120
 ) -> None:
     wait_for(
-        lambda: log_lines(process, event) or process.poll() is not None,
+        lambda: log_events(process, event) or process.poll() is not None,
         timeout_s,
         0.2,
         describe=lambda: f"no '{event}' in the log{pipeline.logs()}",

@@ -152,6 +152,23 @@ def array_items(kafka: KafkaSettings, topic_name: str) -> list[dict[str, Any]]:
     return items
 
 
+def log_events(process: subprocess.Popen[bytes], event: str) -> list[dict[str, Any]]:
+    """The worker's JSON log lines for `event` (faust's own lines are not JSON and are skipped)."""
+    path: Path = process.log_path  # type: ignore[attr-defined]
+    found = []
+    for line in path.read_text(errors="replace").splitlines():
+        start = line.find("{")
+        if start < 0:
+            continue
+        try:
+            doc = orjson.loads(line[start:])
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(doc, dict) and doc.get("event") == event:
+            found.append(doc)
+    return found
+
+
 def wait_for(
     condition: Callable[[], Any], timeout_s: float, interval_s: float = 1.0, describe: Callable[[], str] = str
 ) -> Any:

@@ -1,4 +1,4 @@
-"""A fake OpenAI-compatible gateway (like the seed's) on a free loopback port, in a thread.
+"""A fake OpenAI-compatible gateway (like the ELK tutorial's) on a free loopback port, in a thread.
 
 The requested model picks the behaviour, so one server serves every test case:
 

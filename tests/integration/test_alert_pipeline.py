@@ -27,9 +27,9 @@ from callstream.producers import synthetic
 from callstream.producers.loadgen import publish
 from callstream.settings import ElasticsearchSettings
 from callstream.topic_reader import iter_to_end
-from tests.alerting import LiveTraffic, alert_env, log_lines, wait_for_log, webhook_events, write_rules
+from tests.alerting import LiveTraffic, alert_env, wait_for_log, webhook_events, write_rules
 from tests.conftest import ServersControl
-from tests.pipeline import Pipeline, new_pipeline, wait_for
+from tests.pipeline import Pipeline, log_events, new_pipeline, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -171,7 +171,7 @@ def test_sigkilled_mid_incident_the_restarted_worker_sends_no_duplicate(
         wait_for(
             lambda: any(
                 "claude-sonnet-4-5" in line["event_id"]
-                for line in log_lines(alert, "delivery failed, will retry")
+                for line in log_events(alert, "delivery failed, will retry")
             ),
             120,
             describe=pipeline.logs,
@@ -354,7 +354,7 @@ def test_a_notification_refused_for_good_is_dead_lettered_and_recorded_undeliver
     try:
         time.sleep(5)
         traffic.error_share["gemini-2.5-flash"] = 1.0
-        wait_for(lambda: log_lines(alert, "notification dead-lettered"), 120, describe=pipeline.logs)
+        wait_for(lambda: log_events(alert, "notification dead-lettered"), 120, describe=pipeline.logs)
     finally:
         traffic.stop()
     letters = [

@@ -51,7 +51,7 @@ def model_of(event: RawCallEvent) -> str:
 
 
 def cost_pico(event: RawCallEvent) -> int | None:
-    """The seed gateway's one price per token kind, in pico-dollars (1 $/Mtok = 10^6 pico per token)."""
+    """The ELK tutorial gateway: one price per token kind, in pico-dollars (1 $/Mtok = 10^6 pico/token)."""
     price = SEED_PRICES.get(model_of(event))
     if price is None:
         return None

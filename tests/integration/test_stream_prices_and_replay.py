@@ -23,7 +23,7 @@ CHANGE = DAY + timedelta(hours=12, minutes=30)
 
 
 def _price_file(path: Path, gpt_prices: list[tuple[datetime, str]]) -> Path:
-    """The seed's gateway prices, with gpt-4.1's timeline replaced by `gpt_prices`."""
+    """The ELK tutorial gateway's prices, with gpt-4.1's timeline replaced by `gpt_prices`."""
     entries = [
         {
             "id": f"test:gpt-4.1@{start:%Y%m%dT%H%M}",

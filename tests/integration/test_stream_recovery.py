@@ -35,7 +35,7 @@ from callstream.producers.loadgen import publish
 from callstream.settings import KafkaSettings
 from callstream.topic_reader import iter_until_idle
 from tests.ground_truth import compare, expected_windows
-from tests.pipeline import Pipeline, latest_aggregates, new_pipeline
+from tests.pipeline import Pipeline, latest_aggregates, log_events, new_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -45,23 +45,6 @@ START = datetime(2026, 3, 1, 11, 58, 30, tzinfo=UTC)
 # StreamSettings has no setting for them. A short session timeout lets the broker evict a killed
 # member in seconds, not faust's 60 s.
 FAST_EVICTION = {"BROKER_SESSION_TIMEOUT": "6", "BROKER_HEARTBEAT_INTERVAL": "1"}
-
-
-def log_events(process: subprocess.Popen[bytes], event: str) -> list[dict[str, Any]]:
-    """The worker's JSON log lines for `event` (faust's own lines are not JSON and are skipped)."""
-    path: Path = process.log_path  # type: ignore[attr-defined]
-    found = []
-    for line in path.read_text(errors="replace").splitlines():
-        start = line.find("{")
-        if start < 0:
-            continue
-        try:
-            doc = orjson.loads(line[start:])
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(doc, dict) and doc.get("event") == event:
-            found.append(doc)
-    return found
 
 
 def messages_processed(process: subprocess.Popen[bytes]) -> int:
