@@ -267,6 +267,7 @@ def write_report_html(es_settings: ElasticsearchSettings, path: Path, console: C
     """`callstream report --last 1h --html` over what the demo sent: one self-contained HTML file."""
     try:
         from callstream.reports.build import build_report
+        from callstream.budgets import load_budgets
         from callstream.reports.html import write_html
         from callstream.reports.reader import Reader
         from callstream.reports.settings import ReportSettings
@@ -281,7 +282,8 @@ def write_report_html(es_settings: ElasticsearchSettings, path: Path, console: C
     es = es_settings.client()
     try:
         reader = Reader(es, es_settings.index_prefix, settings)
-        report = build_report(reader, span, "model", load_catalogue(StreamSettings()).lookup, settings)
+        prices = load_catalogue(StreamSettings()).lookup
+        report = build_report(reader, span, "model", prices, settings, budgets=load_budgets())
     finally:
         es.close()
     return write_html(report, path)

@@ -10,12 +10,13 @@ from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Literal
 
-from callstream.durations import DAY_MS, HOUR_MS
+from callstream.budgets import EACH_KEY, BudgetFile, period_bounds
+from callstream.durations import DAY_MS, HOUR_MS, MINUTE_MS
 from callstream.reports import calls as calls_core
 from callstream.reports import figures
 from callstream.reports.calls import CallGroup
 from callstream.reports.figures import AggregateDoc
-from callstream.reports.model import Caching, GroupRow, RangeInfo, Report, Savings
+from callstream.reports.model import BudgetRow, Caching, GroupRow, RangeInfo, Report, Savings
 from callstream.reports.reader import Reader
 from callstream.reports.savings import PriceAt, UsageSlice, caching, price_is_uniform, simulate
 from callstream.reports.settings import ReportSettings
@@ -25,6 +26,7 @@ from callstream.reports.timeplan import (
     TimeRange,
     Window,
     buckets,
+    cover,
     window_sizes_used,
     windows_of,
 )
@@ -109,6 +111,7 @@ def build_report(
     savings: SavingsRequest | None = None,
     caching_hit_rate: float | None = None,
     now: datetime | None = None,
+    budgets: BudgetFile | None = None,
 ) -> Report:
     notes: list[str] = [
         f"range rounded down to whole minutes: {span.describe()}",
@@ -179,6 +182,12 @@ def build_report(
         notes.append("no savings scenario: fewer than two priced models in the range")
     hit_rate = Fraction(str(caching_hit_rate if caching_hit_rate is not None else settings.caching_hit_rate))
     caching_view = build_caching(reader, span, price_at, hit_rate)
+    budget_rows = build_budgets(reader, budgets, span.end_ms, settings.top_n) if budgets else []
+    if budgets:
+        notes.append(
+            "budgets: spend of the day or month (in the budgets file's time zone) that contains the "
+            "range's end, up to that end; the forecast goes on at the rate so far"
+        )
     if not total_state.requests:
         notes.insert(0, "no calls in this range")
 
@@ -205,7 +214,50 @@ def build_report(
         reconciliation=reconciliation,
         savings=savings_report,
         caching=caching_view,
+        budgets=budget_rows,
     )
+
+
+# A budget's scope -> how an aggregate of the model dimension names its key (None: the calls index).
+_MODEL_SCOPES: dict[str, Callable[[AggregateDoc], str]] = {
+    "all": lambda d: "",
+    "model": lambda d: d.key,
+    "provider": lambda d: d.state.provider or "",
+    "model_family": lambda d: d.state.model_family or "",
+}
+
+
+def build_budgets(reader: Reader, budgets: BudgetFile, as_of_ms: int, top_n: int) -> list[BudgetRow]:
+    """Every budget's standing in the period that contains `as_of_ms` (the instant just before it:
+    a range ending at midnight reports the day that just ended). Spend per model, provider, model
+    family or in total comes from the model aggregates (whole windows tile the period up to the
+    minute); per service or user from the calls index. A `key: "*"` budget lists its `top_n` keys by
+    spend."""
+    as_of_ms -= as_of_ms % MINUTE_MS
+    zone = budgets.zone
+    spend: dict[tuple[str, int], dict[str, int]] = {}
+    rows: list[BudgetRow] = []
+    for budget in budgets.budgets:
+        bounds = period_bounds(budget.period, as_of_ms - 1, zone)
+        cached = (budget.scope, bounds.start_ms)
+        if cached not in spend:
+            key_of = _MODEL_SCOPES.get(budget.scope)
+            if key_of is None:
+                spend[cached] = reader.cost_per_key(TimeRange(bounds.start_ms, as_of_ms), budget.scope)
+            else:
+                docs = read_docs(reader, MODEL, cover(bounds.start_ms, as_of_ms))
+                spend[cached] = {k: s.cost_pico for k, s in figures.keyed(docs, key_of).items()}
+        by_key = spend[cached]
+        if budget.scope == "all":
+            keys: list[str | None] = [None]
+        elif budget.key == EACH_KEY:
+            keys = [k for k, _ in sorted(by_key.items(), key=lambda kv: (-kv[1], kv[0]))[:top_n]]
+        else:
+            keys = [budget.key]
+        for key in keys:
+            spent = by_key.get("" if key is None else key, 0)
+            rows.append(figures.budget_row(budget, key, spent, bounds, as_of_ms, budgets.timezone))
+    return rows
 
 
 def _groups_of(

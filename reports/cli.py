@@ -108,16 +108,23 @@ def report(
     savings_from: str | None = typer.Option(None, "--savings-from", help="Savings scenario: model to move"),
     savings_to: str | None = typer.Option(None, "--savings-to", help="Savings scenario: model to move to"),
     share: float | None = typer.Option(None, "--share", help="Savings scenario: share of traffic moved"),
+    budgets_file: Path | None = typer.Option(
+        None, "--budgets", help="Budgets file (default: CALLSTREAM_BUDGETS_FILE, else the shipped example)"
+    ),
+    no_budgets: bool = typer.Option(False, "--no-budgets", help="Leave the budgets section out"),
 ) -> None:
     """Spend, tokens, latency and errors by model, provider, service, user, day or hour; top users,
     sessions and services; hourly and weekday patterns; errors with sample messages; wasteful
-    requests; reported vs computed cost; a savings scenario and prompt caching."""
+    requests; reported vs computed cost; a savings scenario and prompt caching; budgets with their
+    forecast."""
     if ctx.invoked_subcommand:
         return
+    from callstream.budgets import load_budgets
     from callstream.reports.build import SavingsRequest, build_report
     from callstream.reports.terminal import groups_csv, render, to_json
 
     try:
+        budgets = None if no_budgets else load_budgets(budgets_file)
         c = _context(tz, since, until, last)
         settings = c["settings"]
         updates = {"top_n": top, "waste_ratio_threshold": waste_ratio}
@@ -133,7 +140,14 @@ def report(
         console = Console(stderr=True)
         with console.status("reading aggregates and calls"):
             result = build_report(
-                c["reader"], c["span"], by.value, c["price_at"], settings, scenario, caching_hit_rate=hit_rate
+                c["reader"],
+                c["span"],
+                by.value,
+                c["price_at"],
+                settings,
+                scenario,
+                caching_hit_rate=hit_rate,
+                budgets=budgets,
             )
     except CallstreamError as exc:
         _fail(exc)

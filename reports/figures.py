@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from callstream.reports.model import GroupRow, PatternRow, Patterns, TimePoint, usd
+from callstream.budgets import Budget, PeriodBounds, elapsed_fraction, forecast_usd, spent_percent
+from callstream.reports.model import BudgetRow, GroupRow, PatternRow, Patterns, TimePoint, usd
 from callstream.reports.timeplan import Bucket, TimeRange, Window
 from callstream.streams.contract import LatencySummary, TokenSums
 from callstream.streams.pricing import PICO_PER_USD
@@ -225,3 +226,28 @@ def _pattern_row(slot: str, state: WindowState, occurrences: int) -> PatternRow:
 
 def keyed(docs: Iterable[AggregateDoc], key: Callable[[AggregateDoc], K]) -> dict[K, WindowState]:
     return merge_by((key(d), d.state) for d in docs)
+
+
+def budget_row(
+    budget: Budget, key: str | None, spent_pico: int, bounds: PeriodBounds, as_of_ms: int, zone_name: str
+) -> BudgetRow:
+    """A budget's standing at `as_of_ms`, with the same arithmetic the alert worker's budget and
+    forecast rules use (`callstream.budgets`)."""
+    spent = usd(spent_pico)
+    forecast = forecast_usd(spent, bounds, as_of_ms)
+    return BudgetRow(
+        name=budget.name,
+        scope=budget.scope,
+        key=key,
+        period=budget.period,
+        period_label=bounds.label,
+        time_zone=zone_name,
+        amount_usd=budget.amount_usd,
+        spent_pico=spent_pico,
+        spent_usd=spent,
+        spent_percent=spent_percent(spent, budget.amount_usd),
+        level_percent=budget.level(spent),
+        elapsed_percent=100.0 * elapsed_fraction(bounds, as_of_ms),
+        forecast_usd=forecast,
+        forecast_percent=spent_percent(forecast, budget.amount_usd),
+    )

@@ -17,7 +17,7 @@ import orjson
 
 from callstream.errors import require
 from callstream.reports.model import Report
-from callstream.reports.terminal import count, money, ms, pct
+from callstream.reports.terminal import BUDGET_COLUMNS, budget_cells, count, money, ms, pct
 
 go = require("report", "plotly.graph_objects")
 pio = require("report", "plotly.io")
@@ -270,6 +270,9 @@ def render_html(report: Report) -> str:
                 "table-savings",
             )
         )
+    if report.budgets:
+        sections.append("<h2>Budgets</h2>")
+        sections.append(_table(BUDGET_COLUMNS, budget_cells(report), "table-budgets"))
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in report.notes)
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"

@@ -239,6 +239,26 @@ class Caching(_Row):
     notes: list[str]
 
 
+class BudgetRow(_Row):
+    """One budget (or, for `key: "*"`, one key of it) in the day or month that contains the end of
+    the report's range, up to that end: what was spent and where the rate so far leads."""
+
+    name: str
+    scope: str
+    key: str | None = Field(description="The provider, model, ... (None: all calls)")
+    period: Literal["day", "month"]
+    period_label: str = Field(description="The day (2026-05-05) or month (2026-05) in the budget's zone")
+    time_zone: str
+    amount_usd: float
+    spent_pico: int
+    spent_usd: float
+    spent_percent: float
+    level_percent: float | None = Field(description="Highest warning percentage reached; None below all")
+    elapsed_percent: float = Field(description="How much of the period lies before the range's end")
+    forecast_usd: float = Field(description="Spend at the period's end if it goes on at the rate so far")
+    forecast_percent: float
+
+
 class RangeInfo(_Row):
     start: datetime
     end: datetime
@@ -266,3 +286,4 @@ class Report(_Row):
     reconciliation: Reconciliation | None
     savings: Savings | None
     caching: Caching | None
+    budgets: list[BudgetRow] = Field(default_factory=list, description="From the budgets file, if read")

@@ -257,6 +257,27 @@ class Reader:
         )
         return {name: [_call_group(b) for b in found.get(name, {}).get("buckets", [])] for name in distinct}
 
+    def cost_per_key(self, span: TimeRange, attribute: str) -> dict[str, int]:
+        """Cost of the calls in `span` per key of `attribute` (service, user), in pico-dollars, up to
+        `exact_terms_max_keys` keys by cost: budgets need the current hour, which the stream's 1h
+        and 1d service and user aggregates do not hold until it ends."""
+        if span.empty:
+            return {}
+        aggs = {
+            "keys": {
+                "terms": {
+                    "field": CALL_FIELDS[attribute],
+                    "size": self.settings.exact_terms_max_keys,
+                    "shard_size": max(self.settings.terms_shard_size, self.settings.exact_terms_max_keys),
+                    "order": {"cost": "desc"},
+                },
+                "aggs": {"cost": {"sum": {"field": "cost_pico"}}},
+            }
+        }
+        found = self._search(self.calls_index, size=0, query=self._calls_query(span), aggs=aggs)
+        buckets = found.get("aggregations", {}).get("keys", {}).get("buckets", [])
+        return {str(b["key"]): _int(b["cost"]) for b in buckets}
+
     def error_samples(
         self, span: TimeRange, per_category: int
     ) -> dict[tuple[str, str], list[tuple[str, int]]]:

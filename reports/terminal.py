@@ -253,6 +253,48 @@ def render(report: Report, console: Console) -> None:
     if report.caching and report.caching.rows:
         for item in caching_table(report.caching):
             console.print(item)
+    if report.budgets:
+        console.print(budgets_table(report))
+
+
+def budget_cells(report: Report) -> list[list[str]]:
+    """The budgets section's rows as text (the terminal and the HTML page show the same cells)."""
+    return [
+        [
+            b.name,
+            b.scope if b.key is None else f"{b.scope} {b.key}",
+            f"{b.period_label} ({b.time_zone})",
+            money(b.amount_usd, 2),
+            money(b.spent_usd, 2),
+            f"{b.spent_percent:.1f}%",
+            "-" if b.level_percent is None else f"{b.level_percent:g}%",
+            f"{b.elapsed_percent:.1f}%",
+            money(b.forecast_usd, 2),
+            f"{b.forecast_percent:.1f}%",
+        ]
+        for b in report.budgets
+    ]
+
+
+BUDGET_COLUMNS = [
+    "budget",
+    "for",
+    "period",
+    "amount",
+    "spent",
+    "spent %",
+    "warning",
+    "elapsed",
+    "forecast",
+    "fc %",
+]
+
+
+def budgets_table(report: Report) -> Table:
+    table = _table("Budgets (the period containing the range's end)", BUDGET_COLUMNS, left=3)
+    for cells in budget_cells(report):
+        table.add_row(*cells)
+    return table
 
 
 def to_json(model: Any) -> bytes:

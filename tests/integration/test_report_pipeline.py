@@ -14,7 +14,7 @@ import subprocess
 import sys
 from collections import defaultdict
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from html.parser import HTMLParser
 from pathlib import Path
@@ -433,6 +433,68 @@ class PageReader(HTMLParser):
 
 def number(text: str) -> float:
     return float(text.replace("$", "").replace(",", "").replace("%", "").strip())
+
+
+BUDGETS_YAML = """
+timezone: Asia/Seoul
+budgets:
+  - {name: seoul-day, period: day, amount_usd: 2, warn_at_percent: [50, 80, 100]}
+  - {name: per-model-month, scope: model, key: "*", period: month, amount_usd: 5}
+  - {name: triage-day, scope: service, key: ticket-triage, period: day, amount_usd: 1}
+  - {name: nobody-day, scope: user, key: no-such-user, period: day, amount_usd: 1}
+"""
+
+
+def test_budgets_equal_ground_truth(data: tuple[Pipeline, list[RawCallEvent]], tmp_path: Path) -> None:
+    """Spend of the Seoul day and month that contain the range's end (17:00Z = 02:00 on 5 May in
+    Seoul), up to that end, per budget scope; the forecast is spend x period / elapsed."""
+    pipeline, events = data
+    budgets = tmp_path / "budgets.yaml"
+    budgets.write_text(BUDGETS_YAML)
+    report = report_json(pipeline, "--since", SINCE, "--until", UNTIL, "--budgets", str(budgets))
+    seoul = ZoneInfo("Asia/Seoul")
+    end = datetime.fromisoformat(UNTIL.replace("Z", "+00:00"))
+    day_start = datetime(2026, 5, 5, tzinfo=seoul)
+    month_start, month_end = datetime(2026, 5, 1, tzinfo=seoul), datetime(2026, 6, 1, tzinfo=seoul)
+
+    def spent(since: datetime, keep: Any = lambda e: True) -> int:
+        return sum(cost_pico(e) or 0 for e in events if since <= e.event_time < end and keep(e))
+
+    rows = {(r["name"], r["key"]): r for r in report["budgets"]}
+    day = rows[("seoul-day", None)]
+    want = spent(day_start)
+    assert want > 0 and day["spent_pico"] == want and day["period_label"] == "2026-05-05"
+    elapsed = (end - day_start) / timedelta(days=1)
+    assert day["elapsed_percent"] == pytest.approx(100 * elapsed)
+    assert day["forecast_usd"] == pytest.approx(want / 1e12 / elapsed)
+    assert day["level_percent"] == max(
+        (lv for lv in (50, 80, 100) if want / 1e12 / 2 * 100 >= lv), default=None
+    )
+
+    month_rows = {key: r for (name, key), r in rows.items() if name == "per-model-month"}
+    by_model: dict[str, int] = defaultdict(int)
+    for event in events:
+        if month_start <= event.event_time < end:  # an unpriced model is listed with $0
+            by_model[model_of(event)] += cost_pico(event) or 0
+    top = sorted(by_model.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+    assert {k: r["spent_pico"] for k, r in month_rows.items()} == dict(top)
+    month_share = (end - month_start) / (month_end - month_start)
+    for key, row in month_rows.items():
+        assert row["forecast_usd"] == pytest.approx(by_model[key] / 1e12 / month_share), key
+
+    triage = rows[("triage-day", "ticket-triage")]
+    assert triage["spent_pico"] == spent(day_start, lambda e: e.service_name == "ticket-triage") > 0
+    assert rows[("nobody-day", "no-such-user")]["spent_pico"] == 0
+
+    table = run_report(
+        pipeline, "--since", SINCE, "--until", UNTIL, "--budgets", str(budgets)
+    ).stdout.decode()
+    assert "Budgets" in table and "seoul-day" in table and "triage-day" in table
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("budgets:\n  - {name: x, period: week, amount_usd: 1}\n")
+    failed = run_report(pipeline, "--budgets", str(broken), check=False)
+    assert failed.returncode == 2
+    assert "budget 'x' field period" in failed.stderr.decode()
 
 
 def test_html_report_in_a_real_browser(data: tuple[Pipeline, list[RawCallEvent]], tmp_path: Path) -> None:

@@ -200,3 +200,23 @@ def test_a_document_without_a_sketch_has_no_percentiles() -> None:
     row = figures.group_row("gpt", figures.state_from_aggregate(doc), 10)
     assert row.latency_ms.p95 is None and row.percentiles == "unavailable"
     assert row.latency_ms.mean == pytest.approx(150)
+
+
+def test_a_budget_row_has_spend_level_and_linear_forecast() -> None:
+    """Day of Asia/Seoul 2026-05-05 = [2026-05-04T15:00Z, 2026-05-05T15:00Z); at 21:00Z a quarter
+    of it has passed, so $85 spent projects to $340; 85% reached the 80% warning, not the 90%."""
+    from zoneinfo import ZoneInfo
+
+    from callstream.budgets import Budget, period_bounds
+
+    budget = Budget(name="daily", period="day", amount_usd=100, warn_at_percent=(80, 90, 100))
+    as_of = int(datetime(2026, 5, 4, 21, 0, tzinfo=UTC).timestamp() * 1000)
+    bounds = period_bounds("day", as_of - 1, ZoneInfo("Asia/Seoul"))
+    row = figures.budget_row(budget, None, 85 * 10**12, bounds, as_of, "Asia/Seoul")
+    assert (row.period_label, row.spent_usd, row.spent_percent) == ("2026-05-05", 85.0, 85.0)
+    assert (row.level_percent, row.elapsed_percent) == (80.0, 25.0)
+    assert (row.forecast_usd, row.forecast_percent) == (340.0, 340.0)
+    below = figures.budget_row(budget, None, 79 * 10**12, bounds, as_of, "Asia/Seoul")
+    assert below.level_percent is None
+    ended = figures.budget_row(budget, None, 85 * 10**12, bounds, bounds.end_ms, "Asia/Seoul")
+    assert (ended.elapsed_percent, ended.forecast_usd) == (100.0, 85.0)  # a period that ended: what was spent
