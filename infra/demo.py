@@ -57,6 +57,7 @@ class DemoReport:
     aggregate_docs: int
     deadletter_docs: int
     models: dict[str, ModelRow]
+    engine: str = local_servers.DEFAULT_ENGINE  # the servers it ran on
     html_report: Path | None = None
     alerts: list[dict[str, Any]] = field(default_factory=list)  # events the webhook received
 
@@ -175,6 +176,7 @@ def run_demo(
             aggregate_docs=_count(es, f"{prefix}-aggregates-*"),
             deadletter_docs=_count(es, f"{prefix}-deadletter-*"),
             models=rows,
+            engine=srv.engine,
             alerts=[event for _, event in receiver.events()],
         )
         es.close()
@@ -266,8 +268,8 @@ def render(report: DemoReport, console: Console) -> None:
 def write_report_html(es_settings: ElasticsearchSettings, path: Path, console: Console) -> Path | None:
     """`callstream report --last 1h --html` over what the demo sent: one self-contained HTML file."""
     try:
-        from callstream.reports.build import build_report
         from callstream.budgets import load_budgets
+        from callstream.reports.build import build_report
         from callstream.reports.html import write_html
         from callstream.reports.reader import Reader
         from callstream.reports.settings import ReportSettings
