@@ -17,7 +17,7 @@ import orjson
 
 from callstream.errors import require
 from callstream.reports.model import Report
-from callstream.reports.terminal import BUDGET_COLUMNS, budget_cells, count, money, ms, pct
+from callstream.reports.terminal import BUDGET_COLUMNS, budget_cells, count, group_cost, money, ms, pct
 
 go = require("report", "plotly.graph_objects")
 pio = require("report", "plotly.io")
@@ -182,7 +182,7 @@ def render_html(report: Report) -> str:
             m.key,
             count(m.requests),
             pct(m.error_rate),
-            money(m.cost_usd),
+            group_cost(m),
             pct(m.share_of_spend, 1),
             money(m.cost_per_1k_tokens_usd, 5),
             ms(m.latency_ms.p50),

@@ -11,7 +11,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from callstream.reports.model import Attribution, Caching, Report, Savings
+from callstream.reports.model import Attribution, Caching, GroupRow, Report, Savings
 
 
 def money(value: float | None, digits: int = 4) -> str:
@@ -28,6 +28,11 @@ def ms(value: float | None) -> str:
 
 def count(value: int | float) -> str:
     return f"{value:,}" if isinstance(value, int) else f"{value:,.1f}"
+
+
+def group_cost(row: GroupRow) -> str:
+    """A group's cost, or "unpriced" when none of its calls had a price: never a silent $0."""
+    return "unpriced" if row.requests and row.unpriced_requests == row.requests else money(row.cost_usd)
 
 
 def _table(title: str, columns: Iterable[str], left: int = 1) -> Table:
@@ -72,7 +77,7 @@ def groups_tables(report: Report) -> list[Table]:
             count(row.tokens.output),
             count(row.tokens.cache_read_input),
             count(row.tokens.reasoning_output),
-            "unpriced" if row.requests and row.unpriced_requests == row.requests else money(row.cost_usd),
+            group_cost(row),
             count(row.unpriced_requests),
             money(row.cost_per_1k_tokens_usd, 5),
             pct(row.share_of_spend, 1),

@@ -556,9 +556,17 @@ def test_html_report_in_a_real_browser(data: tuple[Pipeline, list[RawCallEvent]]
     for model in report["models"]:
         cells = table[model["key"]]
         assert number(cells[1]) == model["requests"]
-        assert number(cells[3]) == pytest.approx(model["cost_usd"], abs=5e-5)
+        if model["unpriced_requests"] == model["requests"]:  # no price at all: never shown as $0
+            assert cells[3] == "unpriced"
+        else:
+            assert number(cells[3]) == pytest.approx(model["cost_usd"], abs=5e-5)
         assert number(cells[2]) / 100 == pytest.approx(model["error_rate"], abs=5e-5)
         assert number(cells[7]) == pytest.approx(model["latency_ms"]["p95"], abs=0.5)
+
+    budgets = {row[0]: row for row in reader.tables["table-budgets"] if row}
+    assert set(budgets) == {b["name"] for b in report["budgets"]}  # the shipped example's
+    for budget in report["budgets"]:
+        assert number(budgets[budget["name"]][4]) == pytest.approx(budget["spent_usd"], abs=5e-3)
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     screenshot = ARTIFACTS / "report-screenshot.png"
