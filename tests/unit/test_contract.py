@@ -430,3 +430,15 @@ def test_an_unexpected_error_while_validating_rejects_only_that_item(monkeypatch
         items[1],
         1,
     )
+
+
+def test_a_valid_batch_is_validated_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stream's throughput rests on it: item-by-item validation is only for a batch with a bad item."""
+
+    def item_by_item(item: Any) -> RawCallEvent:
+        raise AssertionError(f"validated item by item: {item}")
+
+    monkeypatch.setattr(RawCallEvent, "model_validate", item_by_item)
+    positioned, rejected = decode_positioned_events(one([BASE | {"event_id": f"e{i}"} for i in range(3)]))
+    assert [(index, event.event_id) for index, event in positioned] == [(0, "e0"), (1, "e1"), (2, "e2")]
+    assert rejected == []

@@ -223,3 +223,23 @@ def test_memory_of_a_large_expired_batch_is_given_back_beside_small_live_ones() 
     assert index.expire(1_001 + HOUR) == [0]
     assert index.remembers("small") and not index.remembers("big-0")
     assert index._segments == [] and len(index._recent) < SEAL_AT
+
+
+def test_expiring_a_few_ids_beside_many_live_ones_leaves_the_sealed_segments_alone() -> None:
+    """Compaction rewrites every sealed fingerprint, so it waits until dead ones outnumber the live
+    ones (plus SEAL_AT): expiring small batches one by one never rebuilds the index each time."""
+    index = DedupIndex(horizon_ms=HOUR)
+    index.restore(0, batch_record(10 * HOUR, fingerprints(f"live-{i}" for i in range(2 * SEAL_AT))))
+    for offset in range(1, 11):
+        index.restore(offset, batch_record(offset * 1_000, fingerprints([f"old-{offset}"])))
+    for _ in range(2):  # a changelog replayed with a record twice
+        index.restore(11, batch_record(10 * HOUR, fingerprints(["live-too"])))
+    index.restore(12, batch_record(11 * 1_000, fingerprints(f"dead-{i}" for i in range(2 * SEAL_AT))))
+    sealed = [fps for fps, _ in index._segments]
+    assert sum(len(fps) for fps in sealed) >= 4 * SEAL_AT  # the live and the dead ids, sealed alike
+    for offset in range(1, 11):
+        assert index.expire(offset * 1_000 + HOUR + 1) == [offset]
+    assert index.expire(11 * 1_000 + HOUR + 1) == [12]  # as many dead as live: not yet worth a rebuild
+    assert [fps for fps, _ in index._segments] == sealed
+    assert all(after is before for (after, _), before in zip(index._segments, sealed, strict=True))
+    assert index.remembers("live-0") and index.remembers("live-too") and not index.remembers("old-1")

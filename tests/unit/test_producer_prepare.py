@@ -222,6 +222,51 @@ def test_registered_secrets_are_a_bounded_lru() -> None:
     assert policy.with_secrets(["short", ""]) is policy  # under 6 characters: not registered
 
 
+def test_policy_from_settings_carries_every_safety_setting() -> None:
+    settings = ProducerSettings(
+        record_bodies=True,
+        body_max_chars=100,
+        metadata_max_bytes=1_000,
+        metadata_value_max_chars=50,
+        error_message_max_chars=70,
+        service_name="checkout",
+        environment="staging",
+        user_id_mode="hash",
+        client_ip_mode="drop",
+        privacy_hash_key="k" * 32,  # type: ignore[arg-type]
+    )
+    assert Policy.from_settings(settings, ["sk-live-123456"]) == Policy(
+        record_bodies=True,
+        body_max_chars=100,
+        metadata_max_bytes=1_000,
+        metadata_value_max_chars=50,
+        error_message_max_chars=70,
+        service_name="checkout",
+        environment="staging",
+        secrets=("sk-live-123456",),
+        user_id_mode="hash",
+        client_ip_mode="drop",
+        hash_key=b"k" * 32,
+    )
+
+
+def test_a_key_for_hashing_is_asked_for_by_name_and_kind() -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        Policy(user_id_mode="hash", client_ip_mode="hash")
+    assert str(refused.value) == (
+        "user_id and client_ip mode 'hash' needs a key: set CALLSTREAM_PRODUCER_PRIVACY_HASH_KEY "
+        "(a long random secret, the same in every process whose events are aggregated together)"
+    )
+
+
+def test_registering_secrets_skips_only_the_short_and_the_repeated() -> None:
+    """Six characters is the shortest secret registered; a skipped one never ends the list."""
+    assert Policy().with_secrets(["", "12345", "123456", "123456", "abcdefg"]).secrets == (
+        "123456",
+        "abcdefg",
+    )
+
+
 # ---- what leaves in a dead letter; exact limits ----
 
 

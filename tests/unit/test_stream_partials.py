@@ -79,6 +79,9 @@ def test_windows_are_grouped_by_their_owning_partition() -> None:
         assert all(window_partition(key, 6) == partition for key in states)
 
 
+EMPTY_DOCUMENT = "Input is a zero-length, empty document: line 1 column 1 (char 0)"  # orjson's words
+
+
 @pytest.mark.parametrize(
     ("value", "reason"),
     [
@@ -87,9 +90,11 @@ def test_windows_are_grouped_by_their_owning_partition() -> None:
         (b'{"src": 1, "o": 1, "st": 2, "w": {}}', "'src' must be a string, 'o' and 'st' integers"),
         (b'{"src": "x", "o": 1, "st": null, "w": {}}', "'src' must be a string, 'o' and 'st' integers"),
         (b'{"src": "x", "o": 1, "st": 2}', "not a partial aggregate: KeyError: 'w'"),
+        (None, f"not a partial aggregate: JSONDecodeError: {EMPTY_DOCUMENT}"),
+        (b"", f"not a partial aggregate: JSONDecodeError: {EMPTY_DOCUMENT}"),
     ],
 )
-def test_malformed_partials_say_what_is_wrong(value: bytes, reason: str) -> None:
+def test_malformed_partials_say_what_is_wrong(value: bytes | None, reason: str) -> None:
     """The reason becomes the dead letter's: it names the part of the partial that is wrong."""
     with pytest.raises(PartialError) as caught:
         decode_partial(value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,17 @@ from callstream.producers.synthetic import generate
 from callstream.streams.contract import WindowAggregate
 from callstream.streams.enrich import enrich
 from callstream.streams.pricing import Price, PriceCatalogue
-from callstream.streams.windows import WindowKey, WindowState, expired, fold, window_start, windows_of
+from callstream.streams.sketch import RELATIVE_ACCURACY, LatencySketch
+from callstream.streams.windows import (
+    Field,
+    WindowKey,
+    WindowState,
+    _compile,
+    expired,
+    fold,
+    window_start,
+    windows_of,
+)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SIZES = {"1m": 60_000, "1h": 3_600_000, "1d": 86_400_000}
@@ -497,3 +508,40 @@ def test_an_aggregate_read_back_keeps_its_exact_cost_and_is_not_changed_by_merge
     state.merge(WindowState.of(requests=1, errors_by_type={"timeout": 4, "client_error": 1}))
     assert state["errors_by_type"] == {"timeout": 5, "client_error": 1}
     assert doc["errors_by_type"] == {"timeout": 1}
+
+
+def test_any_field_table_compiles_into_contribution_apply_and_merge() -> None:
+    """The table is compiled once, at import, into the hot path; compiled here again (with a table of
+    its own, one field of each kind), so that what the compiler writes is tested, not only its output
+    for FIELDS."""
+    fields = (
+        Field("calls", "n", "sum", "1", None),
+        Field("tokens", "t", "sum", 'doc["tokens"]', None),
+        Field("kinds", "k", "counts", 'doc["kind"]', None),
+        Field("fastest", "lo", "min", 'doc["ms"]', None),
+        Field("slowest", "hi", "max", 'doc["ms"]', None),
+        Field("sketch", "sk", "sketch", 'doc["ms"]', None),
+    )
+    contribution, apply, merge = _compile(fields)
+
+    def folded(*docs: dict[str, Any]) -> list[Any]:
+        values: list[Any] = [0, 0, {}, None, None, LatencySketch()]
+        for doc in docs:
+            apply(values, contribution(doc))
+        return values
+
+    gamma = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
+    bucket_30ms = math.ceil(math.log(30.0) / math.log(gamma))
+    assert contribution({"tokens": 5, "kind": "a", "ms": 30.0}) == (1, 5, "a", 30.0, 30.0, bucket_30ms)
+    left = folded({"tokens": 5, "kind": "a", "ms": 30.0}, {"tokens": 7, "kind": None, "ms": 10.0})
+    assert left[:5] == [2, 12, {"a": 1}, 10.0, 30.0]
+    right = folded({"tokens": 11, "kind": "a", "ms": 0.0}, {"tokens": 13, "kind": "b", "ms": 50.0})
+    assert right[:5] == [2, 24, {"a": 1, "b": 1}, 0.0, 50.0]
+    merge(left, right)
+    assert left[:5] == [4, 36, {"a": 2, "b": 1}, 0.0, 50.0]
+    sketch: LatencySketch = left[5]
+    assert (sketch.count, sketch.zero_count, sketch.bins[bucket_30ms]) == (4, 1, 1)
+    assert right[:5] == [2, 24, {"a": 1, "b": 1}, 0.0, 50.0]  # merge reads the other side, never writes it
+    nothing_yet = folded()
+    merge(nothing_yet, folded({"tokens": 1, "kind": None, "ms": 20.0}))
+    assert nothing_yet[:5] == [1, 1, {}, 20.0, 20.0]
