@@ -1,8 +1,9 @@
 """Enrichment rules: pure functions from a raw event to what dashboards and alerts need.
 
-The seed's Logstash rules (NOTES.md), fixed and extended: timeouts and connection errors are
-their own categories, an unknown model is flagged unpriced instead of costing $0, and cost uses
-separate input, output, cached-input and reasoning prices from the price in force at event time.
+The rules of the Logstash pipeline callstream replaces, fixed and extended: timeouts and
+connection errors are their own categories, an unknown model is flagged unpriced instead of
+costing $0, and cost uses separate input, output, cached-input and reasoning prices from the price
+in force at event time.
 """
 
 from __future__ import annotations
