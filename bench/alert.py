@@ -1,7 +1,7 @@
 """`callstream bench alert`: alert latency, from publishing the call that crosses a threshold to
 the notification's arrival at a webhook, at a steady load.
 
-On fresh local servers (noida-db) it runs a stream worker and an alert worker as separate
+On fresh local servers (`--engine embedded|real`) it runs a stream worker and an alert worker as separate
 processes with their default settings, a webhook receiver in this process, and steady live
 traffic (`--rate` calls/s over four models, event time = now). Then, every `--interval-s`, one
 *trial*: a single raw message with `--errors` failed calls of a model never seen before
@@ -282,7 +282,7 @@ def command(
     )
     result = {
         "benchmark": "alert",
-        "engine": "noida-db",
+        "engine": engine,
         "trials": trials,
         "fired": len(firings),
         "aggregates_found": len(stream_at),

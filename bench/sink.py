@@ -131,6 +131,17 @@ def _servers(use_configured: bool, engine: str) -> Iterator[tuple[KafkaSettings,
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def server_version(nodes_info: dict[str, Any]) -> str:
+    """The Elasticsearch version in a `GET /_nodes/_local` answer.
+
+    Ask for `_local`, not for the metric `_none`: Elasticsearch reads `/_nodes/_none` as a node id
+    that matches no node and answers with no nodes (noida-db reads it as a metric)."""
+    nodes = nodes_info.get("nodes") or {}
+    if not nodes:
+        raise RuntimeError(f"Elasticsearch described no node: {nodes_info.get('_nodes')}")
+    return str(next(iter(nodes.values()))["version"])
+
+
 def produce(kafka: KafkaSettings, topic: str, events: list[dict[str, Any]], per_message: int) -> None:
     producer = Producer(
         kafka.confluent_config() | {"compression.type": "lz4", "linger.ms": 20, "acks": "all"}
@@ -310,7 +321,7 @@ def command(
         with es.client() as client:
             index_templates.apply(client, es, sink)
             # nodes.info, not info(): the real engine's node has no `GET /` (docs/engines.md)
-            es_version = next(iter(client.nodes.info(metric="_none")["nodes"].values()))["version"]
+            es_version = server_version(client.nodes.info(node_id="_local").body)
         produce(kafka, kafka.topic(topics.ENRICHED), events, events_per_message)
 
         # limit, sink, limit, sink, ..., limit: each sink run between two limit runs on the same server.

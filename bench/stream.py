@@ -341,7 +341,7 @@ class TopicTail:
 
     Only the high watermarks are polled; a partition is assigned just long enough to read what
     appeared, then unassigned. (A consumer left at the end of a noida-db topic polls in a busy loop,
-    close to a core between client and broker, NOTES.md; one paused and resumed here waited a second
+    taking close to a core between client and broker; one paused and resumed here waited a second
     before fetching again.)
     """
 
@@ -379,7 +379,8 @@ class TopicTail:
                     raise TimeoutError(f"could not read {self.topic} up to its high watermarks {ends}")
                 batch = self.consumer.consume(1000, 0.01)
                 if not batch and not ends:
-                    break  # drained: Tansu's high watermark can lag its newest batch (NOTES.md)
+                    # drained: some Kafka-protocol servers report a high watermark behind their newest batch
+                    break
                 for message in batch:
                     if message.error():
                         continue

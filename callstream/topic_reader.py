@@ -100,9 +100,10 @@ def iter_until_idle(
     kafka: KafkaSettings, topic: str, idle_s: float = 2.0, timeout_s: float | None = 60.0
 ) -> Iterator[Message]:
     """Every message of `topic` from the start, read until none has arrived for `idle_s` (0.5 s
-    once every partition reached the high watermark seen at the start). For brokers whose high
-    watermark lags their newest records (Tansu's is the base offset of its newest batch + 1), where
-    `iter_to_end` would stop early; TimeoutError if the topic keeps growing for `timeout_s`."""
+    once every partition reached the high watermark seen at the start). For Kafka-protocol servers
+    whose high watermark lags their newest records (some report the base offset of their newest
+    batch + 1), where `iter_to_end` would stop early; TimeoutError if the topic keeps growing for
+    `timeout_s`."""
     consumer = reader_consumer(kafka)
     try:
         ends: dict[int, int] = {}

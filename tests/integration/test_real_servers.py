@@ -94,7 +94,8 @@ def test_the_producers_idempotence_is_granted_by_the_broker(kafka_settings: Kafk
 
 
 def test_an_aborted_transaction_is_invisible_to_read_committed(kafka_settings: KafkaSettings) -> None:
-    """Tansu showed aborted messages to read_committed consumers; a real broker must not."""
+    """Some Kafka-protocol servers showed aborted messages to read_committed consumers; a real
+    broker must not."""
     topic = one_topic(kafka_settings)
     producer = Producer(
         kafka_settings.confluent_config() | {"transactional.id": f"tx-{uuid.uuid4().hex[:8]}"}
