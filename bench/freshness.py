@@ -28,11 +28,8 @@ import bisect
 import math
 import os
 import platform
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -41,13 +38,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import orjson
 import typer
 from rich.console import Console
 
+from bench.workdir import bench_workdir
 from callstream import topics
 from callstream.infra.processes import stop_process
 from callstream.settings import ElasticsearchSettings, KafkaSettings
@@ -94,14 +91,6 @@ def summary(values: Sequence[float]) -> dict[str, float | None]:
 
 
 # -- the run ---------------------------------------------------------------------------------------
-
-
-class _Terminated(Exception):
-    pass
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise _Terminated
 
 
 @dataclass
@@ -293,9 +282,7 @@ def command(
     keep_logs: bool = typer.Option(False, help="Keep the workers' logs (their path is printed)"),
 ) -> None:
     """Seconds from an event's publication until it is searchable (call and aggregate): p50/p95/p99."""
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    workdir = Path(tempfile.mkdtemp(prefix="callstream-bench-freshness-"))
-    try:
+    with bench_workdir("freshness", keep_logs, console) as workdir:
         with _servers(engine, external, workdir) as (kafka, es, servers):
             console.print(f"servers: {servers}; work directory {workdir}")
             result = measure(
@@ -304,15 +291,6 @@ def command(
         result["servers"] = servers
         result["python"] = platform.python_version()
         result["cpus"] = os.cpu_count()
-    except _Terminated:
-        console.print("terminated: stopped every process started here")
-        raise typer.Exit(143) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if keep_logs:
-            console.print(f"logs kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
     for name in ("call_searchable", "aggregate_searchable"):
         figures = result[name]
         console.print(

@@ -28,9 +28,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
-import signal
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -38,7 +35,6 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import orjson
@@ -46,6 +42,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bench.workdir import bench_workdir
 from callstream import topics
 from callstream.infra.processes import CLI, start_worker, stop_process
 from callstream.progress import progress as progress_display
@@ -526,14 +523,6 @@ def _message_count(kafka: KafkaSettings, topic: str) -> int:
 # -- the command -----------------------------------------------------------------------------------
 
 
-class _Terminated(Exception):
-    """SIGTERM: unwind, so that every process and server started here is stopped."""
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise _Terminated
-
-
 @dataclass(frozen=True)
 class Options:
     events: int
@@ -650,23 +639,12 @@ def command(
         quix_grace_ms=round((span_s if quix_grace_s is None else quix_grace_s) * 1000),
         stream_env=dict(item.split("=", 1) for item in stream_env),
     )
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    workdir = Path(tempfile.mkdtemp(prefix="callstream-bench-stream-"))
-    try:
+    with bench_workdir("stream", keep_logs, console) as workdir:
         with _servers(engine, external, workdir) as (kafka, broker_name):
             console.print(f"broker: {broker_name}; work directory {workdir}")
             runs = run_rounds(kafka, options, workdir)
         result = summary(runs, events, batch_size, broker_name, partitions)
         result["quix_grace_s"] = options.quix_grace_ms / 1000
         result["stream_env"] = options.stream_env
-    except _Terminated:
-        console.print("terminated: stopped every process started here")
-        raise typer.Exit(143) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if keep_logs:
-            console.print(f"logs kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
     _print_table(result)
     typer.echo(orjson.dumps(result).decode())
