@@ -1,6 +1,6 @@
 """Fixtures shared by all tests: local servers, started once per test run.
 
-`servers` runs on the engine CALLSTREAM_TEST_BACKEND names (tests/containers.py): embedded
+`servers` runs on the engine CALLSTREAM_TEST_BACKEND names (tests/backend.py): embedded
 (noida-db, the default) or real (Apache Kafka and Elasticsearch). A test marked
 `@pytest.mark.needs(feature, ...)` is skipped, with the engine's reason, where the engine lacks a
 feature (`local_servers.FEATURES`); `@pytest.mark.smoke` tests run on both engines in CI.
@@ -19,7 +19,7 @@ from callstream.infra import local_servers
 from callstream.infra.local_servers import LocalServers
 from callstream.infra.setup import setup
 from callstream.settings import ElasticsearchSettings, KafkaSettings
-from tests import containers
+from tests.backend import BACKEND_ENV, selected_engine
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -31,7 +31,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    engine = containers.backend()
+    engine = selected_engine()
     for marker in item.iter_markers("needs"):
         for feature in marker.args:
             if feature not in local_servers.FEATURES:
@@ -46,12 +46,10 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServers]:
 
     Environment variables are set so that subprocess workers find the same servers.
     """
-    engine = containers.backend()
+    engine = selected_engine()
     problem = engine.unavailable()
     if problem:
-        raise RuntimeError(
-            f"{containers.BACKEND_ENV}={engine.name}, but that engine cannot run here: {problem}"
-        )
+        raise RuntimeError(f"{BACKEND_ENV}={engine.name}, but that engine cannot run here: {problem}")
     data_dir: Path = tmp_path_factory.mktemp(engine.name)
     srv = local_servers.up(
         data_dir,

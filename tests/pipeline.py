@@ -25,7 +25,7 @@ from callstream.infra.setup import create_topics
 from callstream.settings import ElasticsearchSettings, KafkaSettings
 from callstream.sinks import index_templates
 from callstream.topic_reader import iter_to_end
-from tests.containers import Servers
+from tests.backend import Servers
 from tests.ground_truth import Expected, compare
 
 REPO = Path(__file__).resolve().parent.parent

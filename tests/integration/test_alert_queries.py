@@ -24,7 +24,7 @@ from callstream.infra.kibana.provision import rule_files
 from callstream.infra.local_servers import ESQL
 from callstream.settings import ElasticsearchSettings
 from callstream.streams.contract import LatencySummary, TokenSums, WindowAggregate
-from tests.containers import Servers
+from tests.backend import Servers
 
 pytestmark = pytest.mark.integration
 

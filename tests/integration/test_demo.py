@@ -11,13 +11,13 @@ from rich.console import Console
 from callstream.infra import local_servers
 from callstream.infra.demo import INCIDENT_CALLS, run_demo
 from callstream.producers import synthetic
-from tests import containers
+from tests.backend import selected_engine
 
 pytestmark = [pytest.mark.integration, pytest.mark.smoke]
 
 
 def test_demo_indexes_every_call_and_counts_it_once(tmp_path: Path) -> None:
-    engine = containers.backend().name
+    engine = selected_engine().name
     data_dir = tmp_path / "demo"
     report = run_demo(
         events=3000, data_dir=data_dir, timeout_s=300, console=Console(file=None, quiet=True), engine=engine

@@ -31,7 +31,7 @@ from callstream.producers.loadgen import publish
 from callstream.settings import ElasticsearchSettings
 from callstream.sinks import index_templates
 from callstream.streams.sketch import RELATIVE_ACCURACY
-from tests.containers import Servers
+from tests.backend import Servers
 from tests.ground_truth import SEED_PRICES, compare, exact_quantile, expected_error_type, expected_windows
 from tests.pipeline import Pipeline, new_pipeline, wait_for
 

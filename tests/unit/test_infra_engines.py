@@ -8,22 +8,24 @@ import pytest
 
 from callstream.infra import local_servers, real_engines
 from callstream.infra.local_servers import LocalServers
-from tests import containers
+from tests.backend import BACKEND_ENV, selected_engine
 
 
 @pytest.mark.parametrize(("value", "expected"), [(None, "embedded"), ("", "embedded"), ("Real", "real")])
-def test_backend(monkeypatch: pytest.MonkeyPatch, value: str | None, expected: str) -> None:
+def test_the_backend_variable_names_the_engine(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, expected: str
+) -> None:
     if value is None:
-        monkeypatch.delenv(containers.BACKEND_ENV, raising=False)
+        monkeypatch.delenv(BACKEND_ENV, raising=False)
     else:
-        monkeypatch.setenv(containers.BACKEND_ENV, value)
-    assert containers.backend().name == expected
+        monkeypatch.setenv(BACKEND_ENV, value)
+    assert selected_engine().name == expected
 
 
 def test_unknown_backend_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(containers.BACKEND_ENV, "noida")
+    monkeypatch.setenv(BACKEND_ENV, "noida")
     with pytest.raises(ValueError, match="embedded, real"):
-        containers.backend()
+        selected_engine()
 
 
 def test_every_gap_is_a_known_feature_with_a_reason() -> None:

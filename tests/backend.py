@@ -4,8 +4,6 @@
   with its reason (`@pytest.mark.needs(...)`, `local_servers.EmbeddedEngine.gaps`);
 - `real`: Apache Kafka and Elasticsearch from infra/real_engines.py (Java 17+, Maven once); CI runs
   the suite on these, and the `smoke` set a second time on the embedded engine.
-
-(The module keeps its old name: tests import `Servers` from here.)
 """
 
 from __future__ import annotations
@@ -31,7 +29,7 @@ class Servers(Protocol):
     def env(self) -> dict[str, str]: ...
 
 
-def backend() -> Engine:
+def selected_engine() -> Engine:
     """The engine CALLSTREAM_TEST_BACKEND names (embedded when unset)."""
     name = os.environ.get(BACKEND_ENV, "").strip().lower() or local_servers.DEFAULT_ENGINE
     known = local_servers.engines()
