@@ -136,6 +136,14 @@ def parse_utc(value: Any) -> datetime:
     return parsed if offset is not None and not offset else parsed.astimezone(UTC)
 
 
+def utc_field(doc: dict[str, Any], name: str) -> datetime:
+    """`parse_utc` of one field of a document; the error names the field."""
+    try:
+        return parse_utc(doc.get(name))
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
 def _check_id(value: Any, field: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{field} must be a non-empty string")
@@ -189,10 +197,7 @@ class Documents:
         if not isinstance(event, dict):
             raise ValueError(f"expected an event object, got {type(event).__name__}")
         event_id = _check_id(event.get("event_id"), "event_id")
-        try:
-            event_time = parse_utc(event.get("event_time"))
-        except ValueError as exc:
-            raise ValueError(f"event_time: {exc}") from None
+        event_time = utc_field(event, "event_time")
         return Doc(calls_index(self.prefix, event_time), event_id, orjson.dumps(event), origin, item)
 
     # -- window aggregates: one WindowAggregate object per message, newest version wins
@@ -216,10 +221,7 @@ class Documents:
         window_size = aggregate.get("window_size")
         if window_size not in WINDOW_SIZES_MS:
             raise ValueError(f"window_size must be one of {sorted(WINDOW_SIZES_MS)}, got {window_size!r}")
-        try:
-            window_start = parse_utc(aggregate.get("window_start"))
-        except ValueError as exc:
-            raise ValueError(f"window_start: {exc}") from None
+        window_start = utc_field(aggregate, "window_start")
         index = aggregates_index(self.prefix, window_size, window_start)
         return Doc(index, doc_id, orjson.dumps(aggregate), origin, version=version)
 
@@ -237,10 +239,7 @@ class Documents:
     def deadletter_doc(self, letter: Any, origin: Origin) -> Doc:
         if not isinstance(letter, dict):
             raise ValueError(f"expected an object, got {type(letter).__name__}")
-        try:
-            detected_at = parse_utc(letter.get("detected_at"))
-        except ValueError as exc:
-            raise ValueError(f"detected_at: {exc}") from None
+        detected_at = utc_field(letter, "detected_at")
         source_topic, source_offset = letter.get("source_topic"), letter.get("source_offset")
         if source_topic is not None and source_offset is not None:
             parts = [letter.get("stage"), source_topic, letter.get("source_partition"), source_offset]
@@ -261,10 +260,7 @@ class Documents:
             if not isinstance(loaded, dict):
                 raise ValueError(f"expected an object, got {type(loaded).__name__}")
             event_id = _check_id(loaded.get("event_id"), "event_id")
-            try:
-                at = parse_utc(loaded.get("at"))
-            except ValueError as exc:
-                raise ValueError(f"at: {exc}") from None
+            at = utc_field(loaded, "at")
         except (ValueError, TypeError, OverflowError) as exc:
             return Decoded([], [Failure(f"invalid alert event: {exc}", INVALID_INPUT, loaded, origin)])
         return Decoded([Doc(alerts_index(self.prefix, at), event_id, orjson.dumps(loaded), origin)], [])
