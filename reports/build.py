@@ -236,6 +236,7 @@ def build_budgets(reader: Reader, budgets: BudgetFile, as_of_ms: int, top_n: int
     as_of_ms -= as_of_ms % MINUTE_MS
     zone = budgets.zone
     spend: dict[tuple[str, int], dict[str, int]] = {}
+    model_docs: dict[int, list[AggregateDoc]] = {}  # per period start: read once for every scope
     rows: list[BudgetRow] = []
     for budget in budgets.budgets:
         bounds = period_bounds(budget.period, as_of_ms - 1, zone)
@@ -245,7 +246,9 @@ def build_budgets(reader: Reader, budgets: BudgetFile, as_of_ms: int, top_n: int
             if key_of is None:
                 spend[cached] = reader.cost_per_key(TimeRange(bounds.start_ms, as_of_ms), budget.scope)
             else:
-                docs = read_docs(reader, MODEL, cover(bounds.start_ms, as_of_ms))
+                if bounds.start_ms not in model_docs:
+                    model_docs[bounds.start_ms] = read_docs(reader, MODEL, cover(bounds.start_ms, as_of_ms))
+                docs = model_docs[bounds.start_ms]
                 spend[cached] = {k: s.cost_pico for k, s in figures.keyed(docs, key_of).items()}
         by_key = spend[cached]
         if budget.scope == "all":
