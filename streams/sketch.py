@@ -55,20 +55,34 @@ class LatencySketch:
 
     def quantile(self, q: float) -> float | None:
         """The value at rank floor(q * (n - 1)) within the relative accuracy; None when empty."""
-        if not 0 <= q <= 1:
-            raise ValueError(f"quantile must be within [0, 1], got {q}")
+        return self.quantiles((q,))[0]
+
+    def quantiles(self, qs: tuple[float, ...]) -> list[float | None]:
+        """`quantile` of each of `qs` (ascending), in one pass over the sorted buckets: an
+        aggregate asks for four at every publication."""
+        for q in qs:
+            if not 0 <= q <= 1:
+                raise ValueError(f"quantile must be within [0, 1], got {q}")
+        if list(qs) != sorted(qs):
+            raise ValueError(f"quantiles must be ascending, got {qs}")
         total = self.count
         if total == 0:
-            return None
-        rank = math.floor(q * (total - 1))
-        if rank < self.zero_count:
-            return 0.0
+            return [None] * len(qs)
+        ranks = [math.floor(q * (total - 1)) for q in qs]
+        out: list[float | None] = []
         seen = self.zero_count
-        for key in sorted(self.bins):
-            seen += self.bins[key]
-            if seen > rank:
-                return 2 * _GAMMA**key / (_GAMMA + 1)
-        raise AssertionError("unreachable: rank below total count")
+        keys = iter(sorted(self.bins))
+        key = None
+        for rank in ranks:
+            if rank < self.zero_count:
+                out.append(0.0)
+                continue
+            while seen <= rank:
+                key = next(keys)
+                seen += self.bins[key]
+            assert key is not None
+            out.append(2 * _GAMMA**key / (_GAMMA + 1))
+        return out
 
     def to_wire(self) -> dict[str, Any]:
         keys = sorted(self.bins)

@@ -141,3 +141,18 @@ def test_sparse_wire_forms_read_as_empty_parts() -> None:
     assert (only_zeros.bins, only_zeros.zero_count) == ({}, 3)
     no_zeros = LatencySketch.from_wire({"k": [5, 9], "c": [2, 1]})
     assert (no_zeros.bins, no_zeros.zero_count, no_zeros.count) == ({5: 2, 9: 1}, 0, 3)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_quantiles_in_one_pass_equal_each_quantile_alone(seed: int) -> None:
+    """With values under a microsecond too (the zero bucket), and for an empty sketch."""
+    import random
+
+    rng = random.Random(seed)
+    values = [rng.choice([0.0, 0.0005, rng.lognormvariate(6, 1.5)]) for _ in range(rng.randrange(1, 300))]
+    qs = (0.0, 0.01, 0.5, 0.5, 0.9, 0.95, 0.99, 1.0)
+    sketch = sketch_of(values)
+    assert sketch.quantiles(qs) == [sketch.quantile(q) for q in qs]
+    assert LatencySketch().quantiles(qs) == [None] * len(qs)
+    with pytest.raises(ValueError, match="ascending"):
+        sketch.quantiles((0.9, 0.5))

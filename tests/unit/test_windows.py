@@ -24,6 +24,7 @@ from callstream.streams.windows import (
     WindowKey,
     WindowState,
     _compile,
+    _compile_empty,
     expired,
     fold,
     window_start,
@@ -295,7 +296,8 @@ def test_state_wire_roundtrip(pairs: list[tuple[RawCallEvent, dict[str, Any]]]) 
 def test_integers_beyond_64_bits_travel_as_decimal_strings(value: int, wire: int | str) -> None:
     state = WindowState.of(cost_pico=value, errors_by_type={"timeout": value})
     encoded = state.to_wire()
-    assert (encoded["c"], encoded["et"]) == (wire, {"timeout": wire})
+    assert (encoded.get("c", 0), encoded["et"]) == (wire, {"timeout": wire})
+    assert ("c" in encoded) == (value != 0)  # an empty field is left out of the wire
     back = WindowState.from_wire(orjson.loads(orjson.dumps(encoded)))
     assert (back["cost_pico"], back["errors_by_type"]) == (value, {"timeout": value})
 
@@ -545,3 +547,27 @@ def test_any_field_table_compiles_into_contribution_apply_and_merge() -> None:
     nothing_yet = folded()
     merge(nothing_yet, folded({"tokens": 1, "kind": None, "ms": 20.0}))
     assert nothing_yet[:5] == [1, 1, {}, 20.0, 20.0]
+
+
+def test_a_new_states_values_are_fresh_empty_values_of_each_kind() -> None:
+    fields = (
+        Field("calls", "n", "sum", "1", None),
+        Field("kinds", "k", "counts", 'doc["kind"]', None),
+        Field("fastest", "lo", "min", 'doc["ms"]', None),
+        Field("slowest", "hi", "max", 'doc["ms"]', None),
+        Field("sketch", "sk", "sketch", 'doc["ms"]', None),
+    )
+    empty = _compile_empty(fields)
+    first, second = empty(), empty()
+    assert first[:4] == [0, {}, None, None] and first[4].count == 0
+    assert first[1] is not second[1] and first[4] is not second[4]  # never shared between states
+
+
+def test_the_wire_leaves_empty_fields_out_and_reads_them_back_empty() -> None:
+    """A one-call state carries only what the call set; a min or max of 0 is a value, not empty."""
+    state = WindowState.of(requests=1, successes=1, input_tokens=5, latency_min_ms=0.0, latency_max_ms=0.0)
+    encoded = state.to_wire()
+    assert encoded == {"n": 1, "ok": 1, "ti": 5, "lmin": 0.0, "lmax": 0.0, "p": None, "f": None}
+    back = WindowState.from_wire(orjson.loads(orjson.dumps(encoded)))
+    assert back.values[:-1] == state.values[:-1] and back.sketch.count == 0  # the sketch is last
+    assert WindowState().to_wire() == {"p": None, "f": None}
