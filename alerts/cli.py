@@ -63,6 +63,9 @@ def alert(
     import faust
 
     from callstream.alerts.app import create_app
+    from callstream.infra.setup import create_topics
+    from callstream.streams import faust_surface
+    from callstream.streams.app import internal_topic_specs
 
     try:
         import uvloop
@@ -72,10 +75,17 @@ def alert(
         pass
     for rule in config.logged_only:
         log.warning("rule notifies no receiver, only the log and Elasticsearch", rule=rule)
-    app, _ = create_app(config, KafkaSettings())
+    kafka = KafkaSettings()
+    app, _ = create_app(config, kafka)
+    # Its tables' changelogs exist before it joins its group, as for the stream worker: on a fresh
+    # Apache Kafka a worker that creates them itself can be assigned none of their partitions.
+    create_topics(kafka, specs=internal_topic_specs(app))
     log.info("alert worker starting", app_id=app.conf.id, rules_file=str(rules or config.settings.rules_file))
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False, override_logging=False)
-    worker.execute_from_commandline()
+    try:
+        faust_surface.without_spinner(worker).execute_from_commandline()
+    finally:
+        log.info("alert worker stopped", app_id=app.conf.id)
 
 
 @alert_app.command("check")

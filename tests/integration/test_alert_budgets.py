@@ -22,7 +22,7 @@ from callstream.infra.local_servers import LocalServers
 from callstream.producers.contract import RawCallEvent
 from callstream.producers.loadgen import publish
 from tests.alerting import alert_env, wait_for_log, write_budgets, write_rules
-from tests.pipeline import Pipeline, new_pipeline
+from tests.pipeline import Pipeline, log_events, new_pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -129,3 +129,10 @@ def test_seoul_day_spend_and_the_first_forecast_past_the_budget(pipeline: Pipeli
     assert forecast["value"] > forecast_budget
     assert forecast["details"]["timezone"] == "Asia/Seoul" and forecast["details"]["period"] == day.label
     assert [e["kind"] for e in budget_events(http, "spend")] == ["firing"]  # one level, fired once
+
+    pipeline.stop_all()
+    log = alert.log_path.read_text(errors="replace")  # type: ignore[attr-defined]
+    # Its tables' changelogs existed before it joined (else a real broker may assign it none of
+    # their partitions); it logged its stop; no terminal escape codes in a log file.
+    assert "not found in cluster metadata" not in log
+    assert log_events(alert, "alert worker stopped") and "\x1b[" not in log
