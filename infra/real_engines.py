@@ -637,10 +637,18 @@ def _es_node(
 
 
 def _es_ready(host: str, port: int) -> bool:
+    """Every primary shard started, none initializing, and no cluster-state task pending: a node
+    that has just restarted answers health checks before it has recovered its indices, and a
+    search then fails with 503 (seen in a CI run of the sink's Elasticsearch-outage test)."""
     try:
         response = httpx.get(
             f"http://{host}:{port}/_cluster/health",
-            params={"wait_for_status": "yellow", "timeout": "1s"},
+            params={
+                "wait_for_status": "yellow",
+                "wait_for_no_initializing_shards": "true",
+                "wait_for_events": "languid",
+                "timeout": "1s",
+            },
             timeout=3,
         )
     except httpx.HTTPError:
