@@ -152,6 +152,23 @@ def pairs() -> list[tuple[RawCallEvent, dict[str, Any]]]:
     return out
 
 
+def assert_sums(state: WindowState, want: Any, doc_id: str) -> None:
+    """A state's counts, tokens and cost equal the brute-force window's, exactly."""
+    assert (state.requests, state["successes"], state["errors"]) == (
+        want.requests,
+        want.successes,
+        want.requests - want.successes,
+    ), doc_id
+    assert state["errors_by_type"] == dict(want.errors_by_type), doc_id
+    assert state["input_tokens"] == want.tokens["input"]
+    assert state["output_tokens"] == want.tokens["output"]
+    assert state["cache_read_input_tokens"] == want.tokens["cache_read_input"]
+    assert state["cache_creation_input_tokens"] == want.tokens["cache_creation_input"]
+    assert state["reasoning_output_tokens"] == want.tokens["reasoning_output"]
+    assert state["cost_pico"] == want.cost_usd * 10**12, doc_id  # exact, in whole pico-dollars
+    assert (state["unpriced_requests"], state["late_events"]) == (want.unpriced, want.late), doc_id
+
+
 def test_fold_and_rollup_match_brute_force(pairs: list[tuple[RawCallEvent, dict[str, Any]]]) -> None:
     windows = windows_of(doc for _, doc in pairs)
     expected = brute_force(pairs)
@@ -161,18 +178,7 @@ def test_fold_and_rollup_match_brute_force(pairs: list[tuple[RawCallEvent, dict[
     assert len({w.start_ms for w, _ in got.values() if w.size == "1d"}) == 2  # crosses midnight
     for doc_id, want in expected.items():
         window, state = got[doc_id]
-        assert state.requests == want.requests, doc_id
-        assert state["successes"] == want.successes
-        assert state["errors"] == want.requests - want.successes
-        assert state["errors_by_type"] == dict(want.errors_by_type)
-        assert state["input_tokens"] == want.tokens["input"]
-        assert state["output_tokens"] == want.tokens["output"]
-        assert state["cache_read_input_tokens"] == want.tokens["cache_read_input"]
-        assert state["cache_creation_input_tokens"] == want.tokens["cache_creation_input"]
-        assert state["reasoning_output_tokens"] == want.tokens["reasoning_output"]
-        assert state["cost_pico"] == want.cost_usd * 10**12  # exact, in whole pico-dollars
-        assert state["unpriced_requests"] == want.unpriced
-        assert state["late_events"] == want.late
+        assert_sums(state, want, doc_id)
         assert state["latency_min_ms"] == float(min(want.latencies))
         assert state["latency_max_ms"] == float(max(want.latencies))
         aggregate = state.to_aggregate(window, version=3)
@@ -439,19 +445,7 @@ def test_minutes_read_back_from_a_store_merge_into_the_brute_force_hours(
     assert len(hours) > 10
     for doc_id, state in hours.items():
         want = expected[doc_id]
-        assert (state.requests, state["successes"], state["errors"]) == (
-            want.requests,
-            want.successes,
-            want.requests - want.successes,
-        )
-        assert state["errors_by_type"] == dict(want.errors_by_type)
-        assert state["input_tokens"] == want.tokens["input"]
-        assert state["output_tokens"] == want.tokens["output"]
-        assert state["cache_read_input_tokens"] == want.tokens["cache_read_input"]
-        assert state["cache_creation_input_tokens"] == want.tokens["cache_creation_input"]
-        assert state["reasoning_output_tokens"] == want.tokens["reasoning_output"]
-        assert state["cost_pico"] == want.cost_usd * 10**12
-        assert (state["unpriced_requests"], state["late_events"]) == (want.unpriced, want.late)
+        assert_sums(state, want, doc_id)
         assert state["latency_min_ms"] == float(min(want.latencies))
         assert state["latency_max_ms"] == float(max(want.latencies))
         # The sum of latencies comes back from each minute's mean, to the microsecond.
