@@ -56,7 +56,8 @@ from callstream.alerts.watch import PartitionLag, Sampler, lag_sample
 from callstream.metrics import Metrics
 from callstream.producers.deadletter import dead_letter, encode_dead_letter
 from callstream.settings import KafkaSettings
-from callstream.streams.app import faust_broker_settings
+from callstream.streams import faust_surface
+from callstream.streams.connection import faust_broker_settings
 
 log = logs.get(__name__)
 
@@ -601,6 +602,7 @@ def create_app(
         web_port=settings.web_port,
         autodiscover=False,
     )
+    faust_surface.complete_flush(app)
     book = SilenceBook()
     worker = AlertWorker(app, config, kafka, metrics, book)
     follower = SilenceFollower(kafka, book)

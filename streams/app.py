@@ -5,16 +5,16 @@ Two agents:
 
 - `process_calls` reads raw (or replay) batches. Per message, `streams.process.RawProcessor`
   decides everything (validation, event-time bounds, re-routing, dedup, enrichment, lateness,
-  name caps, partial windows); this shell publishes the outcome, attached to the input message
-  (faust publishes it before it commits the input offset: at-least-once), and persists the
-  partition's state in changelogged tables. Whatever the message holds, it ends up processed or in
-  a dead letter, and the partition moves on.
+  name caps, partial windows); this shell publishes the outcome and persists the partition's state
+  in changelogged tables. faust commits the input offset only after a producer flush, which
+  `faust_surface.complete_flush` makes wait for every output and table record (at-least-once).
+  Whatever the message holds, it ends up processed or in a dead letter, and the partition moves on.
 - `merge_windows` reads partials in batches, merges them into the window table through
   `streams.partials.WindowEntry` (which skips partials of source offsets it already merged), then
   publishes each changed window once, with a growing version, and only then acks its inputs.
 
 Both agents record the next offset of every input partition and read input their consumer moved
-past (see "input continuity" below).
+past (streams.continuity).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import asyncio
 import os
 import signal
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -46,6 +47,7 @@ from callstream.streams import faust_surface
 from callstream.streams.catalogue import load_catalogue
 from callstream.streams.clock import PartitionClock, publication_ms
 from callstream.streams.connection import faust_broker_settings
+from callstream.streams.continuity import InputContinuity, first_expected
 from callstream.streams.dedup import DedupIndex
 from callstream.streams.keycap import KeyCap, parse_slot_key, slot_key
 from callstream.streams.partials import PartialError, WindowEntry, decode_partial, window_partition
@@ -133,7 +135,8 @@ class StreamPipeline:
         self.window_time_ms = 0
         self.republish_pending = False
         self.last_input: dict[faust.types.TP, float] = {}  # when each input partition last delivered
-        self.group_starts: dict[faust.types.TP, int] = {}  # for partitions with nothing recorded
+        self.continuity = InputContinuity()
+        self.group_starts: dict[faust.types.TP, int] = {}  # where the group's consumer starts
         self.assigned_at = time.monotonic()
         self.metrics = Metrics("stream")
         self.metrics.expose(lambda: asdict(self.counters), "Stream worker counts since start")
@@ -245,36 +248,30 @@ class StreamPipeline:
             state = self.partition_states[partition] = PartitionState(clock, dedup, keycap)
         return state
 
-    # -- input continuity --------------------------------------------------------------------------
-    # faust-streaming 0.15.3 drops messages fetched while a worker finishes table recovery
-    # (Recovery.on_recovery_completed clears the agents' queues after resuming the partitions), and
-    # its commit can then move past them. Both agents record the next offset of every input
-    # partition in a changelogged table; a message beyond it reveals a hole, which is read directly,
-    # and a timer finds holes at the end of quiet partitions. Reading more than was skipped is
-    # harmless: reprocessing a raw message yields what its first processing yielded, and windows
-    # skip partials of source offsets they merged.
+    # -- input continuity (streams.continuity) -----------------------------------------------------
 
     async def _input_skipped_before(
         self, tp: faust.types.TP, offset: int, recorded: int | None
     ) -> list[Message]:
-        """The messages of `tp` between its `recorded` next offset and `offset`, which the consumer
-        moved past unprocessed (usually none). faust is told they are done, for its commits."""
+        """The messages of `tp` from the offset expected next (streams.continuity; `recorded` is
+        the next offset its table holds) to `offset`, which the consumer moved past unprocessed
+        (usually none). faust is told they are done, for its commits."""
         self.last_input[tp] = time.monotonic()
-        expected = await self._expected_offset(tp, recorded)
-        if offset <= expected:
+        hole = self.continuity.deliver(tp, offset, await self._expected_offset(tp, recorded))
+        if not hole:
             return []
         log.warning(
             "input skipped by the consumer, reading it directly",
             topic=tp.topic,
             partition=tp.partition,
-            offsets=f"{expected}..{offset - 1}",
+            offsets=f"{hole.start}..{hole.stop - 1}",
         )
         loop = asyncio.get_running_loop()
         skipped = await loop.run_in_executor(
-            None, read_range, self.kafka, tp.topic, tp.partition, expected, offset
+            None, read_range, self.kafka, tp.topic, tp.partition, hole.start, hole.stop
         )
         self.counters.skipped_read += len(skipped)
-        await faust_surface.mark_done(self.app, tp, expected, offset - 1)
+        await faust_surface.mark_done(self.app, tp, hole.start, hole.stop - 1)
         return skipped
 
     async def fetch_input_left_behind(self) -> None:
@@ -314,29 +311,29 @@ class StreamPipeline:
         return int(raw) if raw else None
 
     async def _expected_offset(self, tp: faust.types.TP, recorded: int | None) -> int:
-        """The next offset to process on an input partition: as recorded, else (nothing recorded
-        yet) where the group's consumer starts."""
-        if recorded is not None:
-            return recorded
+        """The offset the next message of an input partition should have (streams.continuity);
+        `recorded` is the next offset its table holds."""
+        expected = self.continuity.expected(tp)
+        if expected is not None:
+            return expected
         if tp not in self.group_starts:  # asked once per assignment, not on every timer tick
             committed = faust_surface.committed_offset(self.app, tp)
             if committed is None:
                 committed = (await self.app.consumer.earliest_offsets(tp)).get(tp) or 0
             self.group_starts[tp] = int(committed)
-        return self.group_starts[tp]
+        return first_expected(recorded, self.group_starts[tp])
 
     # -- merge_windows ---------------------------------------------------------------------------
 
     async def merge_windows(self, events: Sequence[faust.types.EventT]) -> None:
         """Merge a batch of partials, then publish every changed window once."""
         self.last_activity = time.monotonic()
-        by_partition: dict[faust.types.TP, list[tuple[int, bytes | None]]] = {}
+        by_partition: dict[faust.types.TP, list[tuple[int, bytes | None]]] = defaultdict(list)
         next_offsets: dict[int, int] = {}
-        for event in events:
+        for event in events:  # a hole may open anywhere in a batch, not only before its first event
             tp, offset = event.message.tp, event.message.offset
-            if tp not in by_partition:
-                skipped = await self._input_skipped_before(tp, offset, self._recorded_next(tp))
-                by_partition[tp] = [(m.offset(), m.value()) for m in skipped]
+            skipped = await self._input_skipped_before(tp, offset, self._recorded_next(tp))
+            by_partition[tp].extend((m.offset(), m.value()) for m in skipped)
             by_partition[tp].append((offset, event.value))
             next_offsets[tp.partition] = offset + 1
         changed: set[str] = set()
@@ -450,6 +447,7 @@ class StreamPipeline:
         """After a rebalance, in-memory views are rebuilt from the tables, which faust recovered."""
         self.partition_states.clear()
         self.window_cache.clear()
+        self.continuity.forget()
         self.group_starts.clear()
         self.republish_pending = True
 
@@ -503,6 +501,7 @@ def create_app(
         web_port=settings.web_port,
         autodiscover=False,
     )
+    faust_surface.complete_flush(app)
     pipeline = StreamPipeline(app, settings, kafka)
 
     @app.agent(pipeline.source, name="process_calls")

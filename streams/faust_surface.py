@@ -3,13 +3,15 @@
 faust's public consumer surface (faust.types.transports.ConsumerT) does not cover what the input
 continuity guard and the window table need: marking skipped offsets done for the commit, the
 commit read at assignment, whether table recovery completed, and placing table keys by our own
-partition function. Each is reached only through this module. `check()` runs at start and fails
+partition function, and a producer flush that really waits for every message (see
+`complete_flush`). Each is reached only through this module. `check()` runs at start and fails
 loudly, naming the faust version, when any is missing: the pin in pyproject.toml
 (faust-streaming >=0.15.3,<0.16) is the range this was tested with.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +23,7 @@ try:
     from faust.tables.base import Collection
     from faust.tables.recovery import Recovery
     from faust.transport.consumer import Consumer
+    from faust.transport.producer import Producer
 except ImportError as exc:
     raise MissingExtraError("stream", "faust-streaming") from exc
 
@@ -44,6 +47,7 @@ def check() -> None:
         raise _missing("Worker.spinner")
     for owner, name in (
         (Consumer, "_add_gap"),
+        (Producer, "send_soon"),
         (Stream, "take_events"),
         (Collection, "partition_for_key"),
     ):
@@ -92,3 +96,80 @@ def without_spinner(worker: faust.Worker) -> faust.Worker:
 def take_events(stream: Any, max_: int, within_s: float) -> Any:
     """Batches of events, acked only after the body that handles each batch returns."""
     return stream.take_events(max_, within=within_s)
+
+
+class DeliveryFailed(CallstreamError):
+    """A message the worker produced (an output or a table's changelog record) was not delivered."""
+
+
+SETTLE_TIMEOUT_S = 300.0  # beyond any broker failover the tests and the docs expect
+
+
+class DeliveryTracker:
+    """Messages produced and not settled yet; `settle()` waits for all of them."""
+
+    def __init__(self) -> None:
+        self.pending: set[asyncio.Future[Any]] = set()
+        self.failures: list[str] = []
+
+    def track(self, future: asyncio.Future[Any]) -> None:
+        self.pending.add(future)
+        future.add_done_callback(self._settled)
+
+    def _settled(self, future: asyncio.Future[Any]) -> None:
+        self.pending.discard(future)
+        if future.cancelled():
+            self.failures.append("cancelled")
+        elif future.exception() is not None:
+            self.failures.append(repr(future.exception()))
+
+    async def settle(self, timeout_s: float = SETTLE_TIMEOUT_S) -> None:
+        """Wait until every tracked message is delivered; raise if any failed since the last call,
+        or if some are still pending after `timeout_s` (a message queued in a producer that stopped
+        would never settle)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self.pending:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise DeliveryFailed(f"{len(self.pending)} messages not delivered within {timeout_s:g} s")
+            await asyncio.wait(list(self.pending), timeout=remaining)
+        if self.failures:
+            reasons = "; ".join(self.failures[:5])
+            count = len(self.failures)
+            self.failures.clear()
+            raise DeliveryFailed(f"{count} messages not delivered: {reasons}")
+
+
+def complete_flush(app: faust.App) -> DeliveryTracker:
+    """Make the producer's flush wait for every message produced so far, delivered or failed.
+
+    faust commits input offsets right after `producer.flush()`, and flushes before it gives up
+    partitions in a rebalance. In faust-streaming 0.15.3 that flush can return with table changelog
+    records still queued: it drains its send buffer only while a message leaves it every 0.1 s
+    (`ProducerBuffer.flush_atmost`). A busy worker then committed input whose table writes were
+    not yet sent, and the partition's next owner recovered tables without them. And a message
+    that fails after its hand-over is only logged by faust, so its commit went ahead.
+
+    Here every message is tracked from the moment it is produced (queued for a changelog, or
+    handed to the Kafka client) until it settles; `flush` waits for all of them and raises
+    `DeliveryFailed` if any failed, which stops the commit: the input is processed again."""
+    producer: Any = app.producer  # beyond ProducerT: see the module docstring
+    tracker = DeliveryTracker()
+    queue_for_send, hand_over, flush_client = producer.send_soon, producer.send, producer.flush
+
+    def send_soon(message: Any) -> None:
+        tracker.track(message)
+        queue_for_send(message)
+
+    async def send(*args: Any, **kwargs: Any) -> Any:
+        delivery = await hand_over(*args, **kwargs)
+        if isinstance(delivery, asyncio.Future):
+            tracker.track(delivery)
+        return delivery
+
+    async def flush() -> None:
+        await flush_client()
+        await tracker.settle()
+
+    producer.send_soon, producer.send, producer.flush = send_soon, send, flush
+    return tracker

@@ -154,11 +154,6 @@ def lost_input(pipeline: Pipeline, events: list[RawCallEvent]) -> str:
 
 
 @pytest.mark.needs(GROUP_EVICTION)
-@pytest.mark.xfail(
-    strict=False,
-    reason="open defect: on Apache Kafka, about 3 runs in 10 end with a few windows short for good "
-    "after the takeover (every event enriched; some partials merged nowhere); cause not found yet",
-)
 def test_sigkill_of_one_of_two_workers_mid_run_is_exact(servers: LocalServers, tmp_path: Path) -> None:
     """kill -9 one of two workers while input arrives; the other takes over its partitions
     after the session timeout, recovers the dead worker's tables from their changelogs and finishes."""

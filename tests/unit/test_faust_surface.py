@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import faust
 import pytest
 from faust.transport.consumer import Consumer
 
@@ -20,3 +24,57 @@ def test_a_missing_internal_fails_with_the_version_and_the_tested_range(
         faust_surface.FaustSurfaceError, match=r"faust-streaming \S+ has no .*_add_gap.*>=0\.15\.3"
     ):
         faust_surface.check()
+
+
+def test_the_flush_waits_for_every_message_produced_and_fails_on_a_lost_one() -> None:
+    """faust's own flush returned with changelog records still queued; the commit then passed
+    table writes never sent. After `complete_flush`, flush returns only when every message
+    produced (queued or handed to the client) has settled, and raises if one failed."""
+    app = faust.App("t-flush", broker="kafka://127.0.0.1:1", autodiscover=False)
+    producer: Any = app.producer
+    queued: list[asyncio.Future[Any]] = []
+    producer.send_soon = queued.append  # the buffer: its messages settle later, on their own
+    producer.flush = _no_op
+
+    async def hand_over(*_: Any, **__: Any) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    producer.send = hand_over
+    faust_surface.complete_flush(app)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        queued_record = loop.create_future()
+        producer.send_soon(queued_record)
+        delivery = await producer.send("t", None, b"v", 0, None, None)
+        flush = asyncio.ensure_future(producer.flush())
+        await asyncio.sleep(0.05)
+        assert not flush.done()  # neither has settled
+        queued_record.set_result("metadata")
+        await asyncio.sleep(0.05)
+        assert not flush.done()  # the handed-over one is still in flight
+        delivery.set_result("metadata")
+        await asyncio.wait_for(flush, 1)
+
+        lost = loop.create_future()
+        producer.send_soon(lost)
+        lost.set_exception(RuntimeError("broker gone"))
+        with pytest.raises(faust_surface.DeliveryFailed, match="1 messages not delivered: RuntimeError"):
+            await producer.flush()
+        await producer.flush()  # a failure is reported once
+
+    asyncio.run(scenario())
+
+
+async def _no_op() -> None:
+    return None
+
+
+def test_a_message_that_never_settles_fails_the_flush_after_the_timeout() -> None:
+    async def scenario() -> None:
+        tracker = faust_surface.DeliveryTracker()
+        tracker.track(asyncio.get_running_loop().create_future())  # queued in a producer that stopped
+        with pytest.raises(faust_surface.DeliveryFailed, match=r"1 messages not delivered within 0\.05 s"):
+            await tracker.settle(timeout_s=0.05)
+
+    asyncio.run(scenario())

@@ -1,0 +1,41 @@
+"""The input-continuity rule: which offsets the consumer moved past without delivering them."""
+
+from __future__ import annotations
+
+from callstream.streams.continuity import InputContinuity, first_expected
+
+
+def test_first_delivery_is_checked_against_the_lower_bound() -> None:
+    # The commit moved past a hole: the recorded next offset is lower, and it counts.
+    assert first_expected(recorded=100, group_start=160) == 100
+    # After a SIGKILL the recorded offset can be ahead of the outputs; the commit is lower.
+    assert first_expected(recorded=180, group_start=150) == 150
+    assert first_expected(recorded=None, group_start=42) == 42
+
+
+def test_a_hole_in_the_middle_of_a_run_is_found() -> None:
+    continuity = InputContinuity()
+    assert continuity.deliver("p0", 10, expected=10) == range(0)
+    assert continuity.expected("p0") == 11
+    assert continuity.deliver("p0", 11, expected=11) == range(0)
+    # offsets 12..14 never delivered
+    assert continuity.deliver("p0", 15, expected=12) == range(12, 15)
+    assert continuity.expected("p0") == 16
+
+
+def test_a_message_delivered_again_is_no_hole_and_the_run_continues_from_it() -> None:
+    continuity = InputContinuity()
+    continuity.deliver("p0", 50, expected=50)
+    assert continuity.deliver("p0", 40, expected=51) == range(0)  # a seek back
+    assert continuity.expected("p0") == 41
+    assert continuity.deliver("p0", 43, expected=41) == range(41, 43)
+
+
+def test_partitions_are_independent_and_forgotten_on_revocation() -> None:
+    continuity = InputContinuity()
+    continuity.deliver("p0", 5, expected=5)
+    continuity.deliver("p1", 70, expected=70)
+    assert (continuity.expected("p0"), continuity.expected("p1"), continuity.expected("p2")) == (6, 71, None)
+    continuity.forget()
+    assert continuity.expected("p0") is None
+    assert continuity.expected("p1") is None
