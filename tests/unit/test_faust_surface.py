@@ -78,3 +78,25 @@ def test_a_message_that_never_settles_fails_the_flush_after_the_timeout() -> Non
             await tracker.settle(timeout_s=0.05)
 
     asyncio.run(scenario())
+
+
+def test_a_flush_under_steady_load_waits_only_for_what_was_produced_before_it() -> None:
+    """Agents keep producing while faust commits: a flush that waited for the tracker to be empty
+    would never end."""
+    app = faust.App("t-steady", broker="kafka://127.0.0.1:1", autodiscover=False)
+    producer: Any = app.producer
+    producer.send_soon = lambda message: None
+    producer.flush = _no_op
+    faust_surface.complete_flush(app)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        before = loop.create_future()
+        producer.send_soon(before)
+        flush = asyncio.ensure_future(producer.flush())
+        await asyncio.sleep(0.01)
+        producer.send_soon(loop.create_future())  # produced during the flush, still in flight
+        before.set_result("metadata")
+        await asyncio.wait_for(flush, 1)
+
+    asyncio.run(scenario())
