@@ -4,13 +4,19 @@ leave state once their retention (dedup horizon) is behind the newest event time
 One worker consumes generated traffic that spans many hours of event time (a low rate per second of
 event time, published as fast as the broker takes it), with retentions of minutes. Its resident set
 size is sampled after each third of the input has been processed: the last sample may exceed the
-first by at most RSS_GROWTH_MARGIN.
+larger of the first two by at most RSS_GROWTH_MARGIN.
 
-Why 30% can fail: the same run without expiry (retentions and horizon of 30 days) keeps every
-window, and test_without_expiry_the_same_run_outgrows_the_margin shows that it then grows by more
-than the margin, so the margin is tight enough to catch state that is never released. It is loose
-enough for allocator noise: Python keeps freed arenas, and the first sample already holds the
-steady-state window set, so a bounded worker only wobbles.
+Why the larger of the first two: each sample holds, besides the state, whatever the producer and the
+consumer buffer at that moment, which on a loaded machine moves a sample by a fifth either way
+(one CI run: 269, 368, 359 MB for a bounded worker). A single low first sample then looked like
+growth. Why 20% can fail: the same run without expiry (retentions and horizon of 30 days) keeps
+every window, and test_without_expiry_the_same_run_outgrows_the_margin shows that it exceeds the
+margin by the same measure, so the margin is tight enough to catch state that is never released.
+(With half this input the state that run keeps grew by only 15-25% in the last third, within reach
+of the noise: hence 90,000 events. Measured with them: without expiry +33.3% and +33.6% by this
+measure, a bounded worker -1.8% and +11.3%.) The margin is loose enough for allocator noise: Python keeps
+freed arenas, and by two thirds of the input the steady-state window set is long reached, so a
+bounded worker only wobbles.
 
 One partition keeps event time in offset order, so no window receives events after it expired and
 every aggregate must be exact. With several partitions, one partition may run ahead of another by
@@ -43,9 +49,9 @@ pytestmark = pytest.mark.integration
 START = datetime(2026, 3, 1, 11, 58, 30, tzinfo=UTC)
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
-EVENTS = 45_000
-RATE_PER_S = 0.4  # of event time: 45,000 events span about 31 hours
-RSS_GROWTH_MARGIN = 0.30
+EVENTS = 90_000
+RATE_PER_S = 0.4  # of event time: 90,000 events span about 62 hours
+RSS_GROWTH_MARGIN = 0.20
 
 RETENTION_MS = {"1m": 15 * MINUTE_MS, "1h": 2 * HOUR_MS, "1d": HOUR_MS}
 DEDUP_HORIZON_MS = 15 * MINUTE_MS
@@ -65,7 +71,8 @@ class MemoryRun:
 
     @property
     def growth(self) -> float:
-        return self.rss_mb[-1] / self.rss_mb[0] - 1
+        """The last sample against the larger of the first two (see the module docstring)."""
+        return self.rss_mb[-1] / max(self.rss_mb[:2]) - 1
 
 
 def rss_mb(pid: int) -> float:
@@ -114,7 +121,7 @@ def run_one_worker(pipeline: Pipeline, events: list[RawCallEvent], env: dict[str
     for start, end in zip((0, *ends), ends, strict=False):
         report = publish(pipeline.kafka, pipeline.topic(topics.RAW), events[start:end], batch_size=100)
         assert report.failed_messages == 0, report.errors[:3]
-        wait_until_idle(pipeline, worker, valid=end, timeout_s=90)
+        wait_until_idle(pipeline, worker, valid=end, timeout_s=180)
         samples.append(rss_mb(worker.pid))
     return MemoryRun(samples, progress(worker)[-1])
 
