@@ -201,6 +201,41 @@ def _compile_empty(fields: tuple[Field, ...]) -> Callable[[], list[Any]]:
 _empty_values = _compile_empty(FIELDS)
 
 
+def _compile_wire(
+    fields: tuple[Field, ...],
+) -> tuple[Callable[[list[Any]], dict[str, Any]], Callable[[dict[str, Any], list[Any]], None]]:
+    """`to_wire(values)` and `read_wire(doc, values)` from the table: every partial is encoded once
+    and decoded once, per window, so these run as often as `_apply` does."""
+    encode, decode = ["def to_wire(values):", "    out = {}"], ["def read_wire(doc, values):"]
+    for i, spec in enumerate(fields):
+        wire = repr(spec.wire)
+        encode.append(f"    v = values[{i}]")
+        decode.append(f"    if {wire} in doc:")
+        decode.append(f"        v = doc[{wire}]")
+        if spec.merge == "sum":
+            encode.append(f"    if v: out[{wire}] = v if -{INT64_MAX + 1} <= v <= {INT64_MAX} else str(v)")
+            decode.append(f"        values[{i}] = v if type(v) is int else read_int(v)")
+        elif spec.merge == "counts":
+            encode.append(f"    if v: out[{wire}] = {{key: wire_int(n) for key, n in v.items()}}")
+            decode.append(f"        values[{i}] = {{str(key): read_int(n) for key, n in dict(v).items()}}")
+        elif spec.merge == "sketch":
+            encode.append(f"    if v.count: out[{wire}] = v.to_wire()")
+            decode.append(f"        values[{i}] = LatencySketch.from_wire(v)")
+        else:  # min, max: a value of 0 is a value
+            encode.append(f"    if v is not None: out[{wire}] = v")
+            decode.append(f"        values[{i}] = _read_number(v)")
+    encode.append("    return out")
+    decode.append("    return None")
+    namespace: dict[str, Any] = {
+        "wire_int": wire_int,
+        "read_int": read_int,
+        "_read_number": _read_number,
+        "LatencySketch": LatencySketch,
+    }
+    exec("\n".join(encode) + "\n\n" + "\n".join(decode), namespace)
+    return namespace["to_wire"], namespace["read_wire"]
+
+
 def wire_int(value: int) -> int | str:
     """An integer as JSON can carry it: sums of hostile or simply huge inputs can pass 64 bits,
     which orjson (and Elasticsearch) refuse, so those travel as decimal strings, losslessly."""
@@ -219,6 +254,9 @@ def _read_number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"expected a number, got {type(value).__name__}")
     return float(value)
+
+
+_to_wire, _read_wire = _compile_wire(FIELDS)
 
 
 class WindowState:
@@ -279,19 +317,7 @@ class WindowState:
         """The state as a JSON-ready dict. Empty fields are left out (`from_wire` starts a missing
         field empty): most partial states hold one or two calls of one user, so most of their
         fields are zero, and every partial is encoded, sent, decoded and merged."""
-        out: dict[str, Any] = {}
-        for spec, value in zip(FIELDS, self.values, strict=True):
-            if not value and spec.merge in ("sum", "counts"):
-                continue  # 0 or {} (a min or max of 0 is a value; None is left out below)
-            if spec.merge == "sum":
-                out[spec.wire] = wire_int(value)
-            elif spec.merge == "counts":
-                out[spec.wire] = {key: wire_int(count) for key, count in value.items()}
-            elif spec.merge == "sketch":
-                if value.count:
-                    out[spec.wire] = value.to_wire()
-            elif value is not None:
-                out[spec.wire] = value
+        out = _to_wire(self.values)
         out["p"] = self.provider
         out["f"] = self.model_family
         return out
@@ -301,19 +327,7 @@ class WindowState:
         """The state a `to_wire` dict describes. Raises ValueError (or KeyError, TypeError) on a
         malformed one; a field missing from an older record starts empty."""
         state = cls(provider=doc.get("p"), model_family=doc.get("f"))
-        values = state.values
-        for i, spec in enumerate(FIELDS):
-            if spec.wire not in doc:
-                continue
-            raw = doc[spec.wire]
-            if spec.merge == "sum":
-                values[i] = read_int(raw)
-            elif spec.merge == "counts":
-                values[i] = {str(key): read_int(count) for key, count in dict(raw).items()}
-            elif spec.merge == "sketch":
-                values[i] = LatencySketch.from_wire(raw)
-            else:
-                values[i] = _read_number(raw)
+        _read_wire(doc, state.values)
         return state
 
     def to_aggregate(self, window: WindowKey, version: int) -> dict[str, Any]:
