@@ -410,6 +410,7 @@ class StreamPipeline:
         came between a window's changelog write and its publication (versions make it harmless)."""
         self.republish_pending = False
         self.assigned_at = time.monotonic()  # partitions count as quiet from here, not from the revoke
+        self._forget_state_of_others()
         count = 0
         for key, raw in list(self.windows.items()):
             if raw and key not in self.window_cache:
@@ -417,6 +418,24 @@ class StreamPipeline:
                 count += 1
         await self.app.producer.flush()
         log.info("windows republished after recovery", windows=count)
+
+    def _forget_state_of_others(self) -> None:
+        """Drop what this worker wrote to its tables for partitions it no longer owns: stale, it
+        would be republished (a window's old version as the newest record of its key) and it would
+        never leave memory. The owner's changelog holds it."""
+        assignment = self.app.consumer.assignment()
+        raw = {tp.partition for tp in assignment if tp.topic == self.source_name}
+        merged = {tp.partition for tp in assignment if tp.topic == self.partials_name}
+        partitions = self.partitions
+        dropped = (
+            faust_surface.forget_local(self.windows, lambda key: window_partition(key, partitions), merged)
+            + faust_surface.forget_local(self.merge_progress, int, merged)
+            + faust_surface.forget_local(self.stream_times, int, raw)
+            + faust_surface.forget_local(self.dedup_table, lambda key: int(key.split(":", 1)[0]), raw)
+            + faust_surface.forget_local(self.keycap_table, lambda key: parse_slot_key(key)[0], raw)
+        )
+        if dropped:
+            log.info("state of partitions owned elsewhere forgotten", keys=dropped)
 
     def _window(self, key: str, window: WindowKey, first: WindowState) -> WindowEntry | None:
         """The window's entry: cached, else recovered from the table, else new (labelled like

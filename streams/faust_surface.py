@@ -86,6 +86,18 @@ def place_keys(table: Any, partition_of: Callable[[str], int]) -> None:
     table.partition_for_key = partition_of
 
 
+def forget_local(table: Any, partition_of: Callable[[str], int], owned: set[int]) -> int:
+    """Remove the keys of partitions not `owned` from this worker's copy of a table, writing nothing
+    to its changelog. faust's memory store forgets the keys it recovered for partitions the worker
+    gave up, but never the keys the worker wrote itself: they stay in memory for good, and would be
+    read as if current. Returns how many were removed."""
+    store: Any = table.data  # the table's store, beyond CollectionT
+    gone = [key for key in list(store.keys()) if partition_of(key) not in owned]
+    for key in gone:
+        del store[key]
+    return len(gone)
+
+
 def without_spinner(worker: faust.Worker) -> faust.Worker:
     """faust's worker draws a terminal spinner on its stdout whatever that is; callstream's workers
     report progress in structured log lines, so a log file gets no cursor escape codes."""

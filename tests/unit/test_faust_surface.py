@@ -100,3 +100,14 @@ def test_a_flush_under_steady_load_waits_only_for_what_was_produced_before_it() 
         await asyncio.wait_for(flush, 1)
 
     asyncio.run(scenario())
+
+
+def test_forget_local_drops_only_the_keys_of_partitions_owned_elsewhere() -> None:
+    app = faust.App("t-forget", broker="kafka://127.0.0.1:1", store="memory://", autodiscover=False)
+    table = app.Table("t", partitions=3, key_type=str, value_type=bytes)
+    store: Any = table.data
+    for key in ("0:10", "1:11", "2:12", "2:13"):
+        store[key] = b"record"  # as this worker wrote them
+    dropped = faust_surface.forget_local(table, lambda key: int(key.split(":")[0]), owned={0, 2})
+    assert dropped == 1
+    assert sorted(table.keys()) == ["0:10", "2:12", "2:13"]
