@@ -30,17 +30,7 @@ def test_the_flush_waits_for_every_message_produced_and_fails_on_a_lost_one() ->
     """faust's own flush returned with changelog records still queued; the commit then passed
     table writes never sent. After `complete_flush`, flush returns only when every message
     produced (queued or handed to the client) has settled, and raises if one failed."""
-    app = faust.App("t-flush", broker="kafka://127.0.0.1:1", autodiscover=False)
-    producer: Any = app.producer
-    queued: list[asyncio.Future[Any]] = []
-    producer.send_soon = queued.append  # the buffer: its messages settle later, on their own
-    producer.flush = _no_op
-
-    async def hand_over(*_: Any, **__: Any) -> asyncio.Future[Any]:
-        return asyncio.get_running_loop().create_future()
-
-    producer.send = hand_over
-    faust_surface.complete_flush(app)
+    producer = _flushed_completely("t-flush")
 
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
@@ -66,8 +56,24 @@ def test_the_flush_waits_for_every_message_produced_and_fails_on_a_lost_one() ->
     asyncio.run(scenario())
 
 
-async def _no_op() -> None:
-    return None
+def _flushed_completely(app_id: str) -> Any:
+    """A producer of an app (never started) whose own queue, hand-over and flush do nothing, so
+    that a test settles its messages itself; with `complete_flush` applied."""
+    app = faust.App(app_id, broker="kafka://127.0.0.1:1", autodiscover=False)
+    producer: Any = app.producer
+
+    def queue(message: Any) -> None:
+        return None
+
+    async def hand_over(*_: Any, **__: Any) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    async def flush() -> None:
+        return None
+
+    producer.send_soon, producer.send, producer.flush = queue, hand_over, flush
+    faust_surface.complete_flush(app)
+    return producer
 
 
 def test_a_message_that_never_settles_fails_the_flush_after_the_timeout() -> None:
@@ -83,11 +89,7 @@ def test_a_message_that_never_settles_fails_the_flush_after_the_timeout() -> Non
 def test_a_flush_under_steady_load_waits_only_for_what_was_produced_before_it() -> None:
     """Agents keep producing while faust commits: a flush that waited for the tracker to be empty
     would never end."""
-    app = faust.App("t-steady", broker="kafka://127.0.0.1:1", autodiscover=False)
-    producer: Any = app.producer
-    producer.send_soon = lambda message: None
-    producer.flush = _no_op
-    faust_surface.complete_flush(app)
+    producer = _flushed_completely("t-steady")
 
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
