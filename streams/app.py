@@ -47,7 +47,7 @@ from callstream.streams import faust_surface
 from callstream.streams.catalogue import load_catalogue
 from callstream.streams.clock import PartitionClock, publication_ms
 from callstream.streams.connection import faust_broker_settings
-from callstream.streams.continuity import InputContinuity, first_expected
+from callstream.streams.continuity import EndOfPartitionCheck, InputContinuity, first_expected
 from callstream.streams.dedup import DedupIndex
 from callstream.streams.keycap import KeyCap, parse_slot_key, slot_key
 from callstream.streams.partials import PartialError, WindowEntry, decode_partial, window_partition
@@ -136,6 +136,7 @@ class StreamPipeline:
         self.republish_pending = False
         self.last_input: dict[faust.types.TP, float] = {}  # when each input partition last delivered
         self.continuity = InputContinuity()
+        self.end_check = EndOfPartitionCheck()
         self.group_starts: dict[faust.types.TP, int] = {}  # where the group's consumer starts
         self.assigned_at = time.monotonic()
         self.metrics = Metrics("stream")
@@ -276,8 +277,9 @@ class StreamPipeline:
 
     async def fetch_input_left_behind(self) -> None:
         """A hole at the end of a partition shows only when the partition's next message arrives.
-        When a partition has been quiet for a while, compare its recorded next offset with its end;
-        if input lies between, seek the consumer back to it, so that it comes through the agent."""
+        When a partition has been quiet for a while, compare the offset expected next with its end;
+        if input lies between at two checks in a row (streams.continuity.EndOfPartitionCheck), seek
+        the consumer back to it, so that it comes through the agent."""
         consumer = self.app.consumer
         now = time.monotonic()
         quiet = [
@@ -292,7 +294,7 @@ class StreamPipeline:
         for tp in quiet:
             expected = await self._expected_offset(tp, self._recorded_next(tp))
             end = ends.get(tp)
-            if end is not None and end > expected:
+            if end is not None and self.end_check.left_behind(tp, expected, end):
                 log.warning(
                     "input left behind at the end of a partition, fetching it again",
                     topic=tp.topic,
@@ -467,6 +469,7 @@ class StreamPipeline:
         self.partition_states.clear()
         self.window_cache.clear()
         self.continuity.forget()
+        self.end_check.forget()
         self.group_starts.clear()
         self.republish_pending = True
 

@@ -49,3 +49,27 @@ class InputContinuity:
     def forget(self) -> None:
         """After a revocation: the next assignment starts from the recorded bounds again."""
         self.next_delivery.clear()
+
+
+@dataclass
+class EndOfPartitionCheck:
+    """A hole at the end of a quiet partition: input beyond the offset expected next that no
+    message will reveal, because none follows it. It counts once two checks in a row see it with
+    the same expected offset: input that has just arrived looks the same to one check, and fetching
+    it again would process it twice."""
+
+    seen: dict[Hashable, int] = field(default_factory=dict)  # partition -> expected offset at the last check
+
+    def left_behind(self, partition: Hashable, expected: int, end: int) -> bool:
+        """Whether input from `expected` to `end` (the partition's end) has been left behind."""
+        if end <= expected:
+            self.seen.pop(partition, None)
+            return False
+        if self.seen.get(partition) == expected:
+            del self.seen[partition]
+            return True
+        self.seen[partition] = expected
+        return False
+
+    def forget(self) -> None:
+        self.seen.clear()

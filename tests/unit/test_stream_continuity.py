@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from callstream.streams.continuity import InputContinuity, first_expected
+from callstream.streams.continuity import EndOfPartitionCheck, InputContinuity, first_expected
 
 
 def test_first_delivery_is_checked_against_the_lower_bound() -> None:
@@ -39,3 +39,19 @@ def test_partitions_are_independent_and_forgotten_on_revocation() -> None:
     continuity.forget()
     assert continuity.expected("p0") is None
     assert continuity.expected("p1") is None
+
+
+def test_input_left_at_a_partitions_end_counts_when_two_checks_in_a_row_see_it() -> None:
+    check = EndOfPartitionCheck()
+    assert not check.left_behind("p0", expected=600, end=600)  # nothing beyond
+    # Input that has just arrived: the agent takes it before the next check, so nothing is fetched
+    # twice (one CI run processed a message twice when a single check sought back to it).
+    assert not check.left_behind("p0", expected=600, end=624)
+    assert not check.left_behind("p0", expected=624, end=624)
+    # Left behind: the same hole at two checks in a row.
+    assert not check.left_behind("p0", expected=624, end=700)
+    assert check.left_behind("p0", expected=624, end=700)
+    assert not check.left_behind("p0", expected=624, end=700)  # sought back: a fresh sighting again
+    check.left_behind("p1", expected=5, end=9)
+    check.forget()
+    assert not check.left_behind("p1", expected=5, end=9)
