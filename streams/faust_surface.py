@@ -118,7 +118,7 @@ SETTLE_TIMEOUT_S = 300.0  # beyond any broker failover the tests and the docs ex
 
 
 class DeliveryTracker:
-    """Messages produced and not settled yet; `settle()` waits for all of them."""
+    """Messages produced and not settled yet; `settle()` waits for those produced before it."""
 
     def __init__(self) -> None:
         self.pending: set[asyncio.Future[Any]] = set()
