@@ -25,6 +25,7 @@ from callstream.streams.windows import (
     WindowState,
     _compile,
     _compile_empty,
+    _compile_wire,
     expired,
     fold,
     window_start,
@@ -555,6 +556,39 @@ def test_a_new_states_values_are_fresh_empty_values_of_each_kind() -> None:
     first, second = empty(), empty()
     assert first[:4] == [0, {}, None, None] and first[4].count == 0
     assert first[1] is not second[1] and first[4] is not second[4]  # never shared between states
+
+
+def test_any_field_table_compiles_into_a_wire_form_and_its_reader() -> None:
+    """Compiled at import like the fold, so compiled here again with a table of its own: one field
+    of each kind, with the values that need care (a sum beyond 64 bits, a minimum of 0)."""
+    fields = (
+        Field("calls", "n", "sum", "1", None),
+        Field("cost", "c", "sum", "1", None),
+        Field("kinds", "k", "counts", 'doc["kind"]', None),
+        Field("fastest", "lo", "min", 'doc["ms"]', None),
+        Field("slowest", "hi", "max", 'doc["ms"]', None),
+        Field("sketch", "sk", "sketch", 'doc["ms"]', None),
+    )
+    to_wire, read_wire = _compile_wire(fields)
+    sketch = LatencySketch()
+    sketch.add(30.0)
+    values: list[Any] = [3, 2**64, {"a": 2, "b": 2**63}, 0.0, None, sketch]
+    wire = to_wire(values)
+    big = {"c": str(2**64), "k": {"a": 2, "b": str(2**63)}}
+    assert wire == {"n": 3, **big, "lo": 0.0, "sk": sketch.to_wire()}
+    back: list[Any] = [0, 0, {}, None, None, LatencySketch()]
+    read_wire(orjson.loads(orjson.dumps(wire)), back)
+    assert back[:5] == [3, 2**64, {"a": 2, "b": 2**63}, 0.0, None]
+    assert back[5].bins == sketch.bins
+    assert to_wire([0, 0, {}, None, None, LatencySketch()]) == {}  # empty fields are left out
+    assert to_wire([-(2**63), 2**63 - 1, {}, None, 7.5, LatencySketch()]) == {
+        "n": -(2**63),
+        "c": 2**63 - 1,
+        "hi": 7.5,
+    }
+    for bad in ({"n": True}, {"n": 1.5}, {"k": {"a": "x"}}, {"lo": "fast"}, {"hi": False}):
+        with pytest.raises((ValueError, TypeError)):
+            read_wire(bad, [0, 0, {}, None, None, LatencySketch()])
 
 
 def test_the_wire_leaves_empty_fields_out_and_reads_them_back_empty() -> None:
