@@ -507,19 +507,22 @@ def test_an_aggregate_read_back_keeps_its_exact_cost_and_is_not_changed_by_merge
     assert doc["errors_by_type"] == {"timeout": 1}
 
 
+# A field table of its own for the compilers (FIELDS is compiled at import): one field of each kind.
+ONE_FIELD_OF_EACH_KIND = (
+    Field("calls", "n", "sum", "1", None),
+    Field("tokens", "t", "sum", 'doc["tokens"]', None),
+    Field("kinds", "k", "counts", 'doc["kind"]', None),
+    Field("fastest", "lo", "min", 'doc["ms"]', None),
+    Field("slowest", "hi", "max", 'doc["ms"]', None),
+    Field("sketch", "sk", "sketch", 'doc["ms"]', None),
+)
+
+
 def test_any_field_table_compiles_into_contribution_apply_and_merge() -> None:
     """The table is compiled once, at import, into the hot path; compiled here again (with a table of
     its own, one field of each kind), so that what the compiler writes is tested, not only its output
     for FIELDS."""
-    fields = (
-        Field("calls", "n", "sum", "1", None),
-        Field("tokens", "t", "sum", 'doc["tokens"]', None),
-        Field("kinds", "k", "counts", 'doc["kind"]', None),
-        Field("fastest", "lo", "min", 'doc["ms"]', None),
-        Field("slowest", "hi", "max", 'doc["ms"]', None),
-        Field("sketch", "sk", "sketch", 'doc["ms"]', None),
-    )
-    contribution, apply, merge = _compile(fields)
+    contribution, apply, merge = _compile(ONE_FIELD_OF_EACH_KIND)
 
     def folded(*docs: dict[str, Any]) -> list[Any]:
         values: list[Any] = [0, 0, {}, None, None, LatencySketch()]
@@ -561,20 +564,12 @@ def test_a_new_states_values_are_fresh_empty_values_of_each_kind() -> None:
 def test_any_field_table_compiles_into_a_wire_form_and_its_reader() -> None:
     """Compiled at import like the fold, so compiled here again with a table of its own: one field
     of each kind, with the values that need care (a sum beyond 64 bits, a minimum of 0)."""
-    fields = (
-        Field("calls", "n", "sum", "1", None),
-        Field("cost", "c", "sum", "1", None),
-        Field("kinds", "k", "counts", 'doc["kind"]', None),
-        Field("fastest", "lo", "min", 'doc["ms"]', None),
-        Field("slowest", "hi", "max", 'doc["ms"]', None),
-        Field("sketch", "sk", "sketch", 'doc["ms"]', None),
-    )
-    to_wire, read_wire = _compile_wire(fields)
+    to_wire, read_wire = _compile_wire(ONE_FIELD_OF_EACH_KIND)
     sketch = LatencySketch()
     sketch.add(30.0)
     values: list[Any] = [3, 2**64, {"a": 2, "b": 2**63}, 0.0, None, sketch]
     wire = to_wire(values)
-    big = {"c": str(2**64), "k": {"a": 2, "b": str(2**63)}}
+    big = {"t": str(2**64), "k": {"a": 2, "b": str(2**63)}}
     assert wire == {"n": 3, **big, "lo": 0.0, "sk": sketch.to_wire()}
     back: list[Any] = [0, 0, {}, None, None, LatencySketch()]
     read_wire(orjson.loads(orjson.dumps(wire)), back)
@@ -583,7 +578,7 @@ def test_any_field_table_compiles_into_a_wire_form_and_its_reader() -> None:
     assert to_wire([0, 0, {}, None, None, LatencySketch()]) == {}  # empty fields are left out
     assert to_wire([-(2**63), 2**63 - 1, {}, None, 7.5, LatencySketch()]) == {
         "n": -(2**63),
-        "c": 2**63 - 1,
+        "t": 2**63 - 1,
         "hi": 7.5,
     }
     for bad in ({"n": True}, {"n": 1.5}, {"k": {"a": "x"}}, {"lo": "fast"}, {"hi": False}):
