@@ -161,8 +161,7 @@ class StreamPipeline:
 
     async def process_calls(self, event: faust.types.EventT) -> None:
         message = event.message
-        state = self._partition_state(message.partition)
-        for skipped in await self._input_skipped_before(message.tp, message.offset, state.clock.next_offset):
+        for skipped in await self._input_skipped_before(message.tp, message.offset):
             ts_type, ts_ms = skipped.timestamp()
             timestamp = None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts_ms
             await self._process(
@@ -251,14 +250,12 @@ class StreamPipeline:
 
     # -- input continuity (streams.continuity) -----------------------------------------------------
 
-    async def _input_skipped_before(
-        self, tp: faust.types.TP, offset: int, recorded: int | None
-    ) -> list[Message]:
-        """The messages of `tp` from the offset expected next (streams.continuity; `recorded` is
-        the next offset its table holds) to `offset`, which the consumer moved past unprocessed
-        (usually none). faust is told they are done, for its commits."""
+    async def _input_skipped_before(self, tp: faust.types.TP, offset: int) -> list[Message]:
+        """The messages of `tp` from the offset expected next (streams.continuity) to `offset`,
+        which the consumer moved past unprocessed (usually none). faust is told they are done, for
+        its commits."""
         self.last_input[tp] = time.monotonic()
-        hole = self.continuity.deliver(tp, offset, await self._expected_offset(tp, recorded))
+        hole = self.continuity.deliver(tp, offset, await self._expected_offset(tp))
         if not hole:
             return []
         log.warning(
@@ -292,7 +289,7 @@ class StreamPipeline:
             return
         ends = await consumer.highwaters(*quiet)
         for tp in quiet:
-            expected = await self._expected_offset(tp, self._recorded_next(tp))
+            expected = await self._expected_offset(tp)
             end = ends.get(tp)
             if end is not None and self.end_check.left_behind(tp, expected, end):
                 log.warning(
@@ -312,9 +309,9 @@ class StreamPipeline:
         raw = self.merge_progress.get(str(tp.partition))
         return int(raw) if raw else None
 
-    async def _expected_offset(self, tp: faust.types.TP, recorded: int | None) -> int:
-        """The offset the next message of an input partition should have (streams.continuity);
-        `recorded` is the next offset its table holds."""
+    async def _expected_offset(self, tp: faust.types.TP) -> int:
+        """The offset the next message of an input partition should have (streams.continuity). Its
+        recorded next offset is read only before the first delivery after an assignment."""
         expected = self.continuity.expected(tp)
         if expected is not None:
             return expected
@@ -323,7 +320,7 @@ class StreamPipeline:
             if committed is None:
                 committed = (await self.app.consumer.earliest_offsets(tp)).get(tp) or 0
             self.group_starts[tp] = int(committed)
-        return first_expected(recorded, self.group_starts[tp])
+        return first_expected(self._recorded_next(tp), self.group_starts[tp])
 
     # -- merge_windows ---------------------------------------------------------------------------
 
@@ -334,7 +331,7 @@ class StreamPipeline:
         next_offsets: dict[int, int] = {}
         for event in events:  # a hole may open anywhere in a batch, not only before its first event
             tp, offset = event.message.tp, event.message.offset
-            skipped = await self._input_skipped_before(tp, offset, self._recorded_next(tp))
+            skipped = await self._input_skipped_before(tp, offset)
             by_partition[tp].extend((m.offset(), m.value()) for m in skipped)
             by_partition[tp].append((offset, event.value))
             next_offsets[tp.partition] = offset + 1
