@@ -56,8 +56,7 @@ from callstream.alerts.watch import PartitionLag, Sampler, lag_sample
 from callstream.metrics import Metrics
 from callstream.producers.deadletter import dead_letter, encode_dead_letter
 from callstream.settings import KafkaSettings
-from callstream.streams import faust_surface
-from callstream.streams.connection import faust_broker_settings
+from callstream.streams.frame import byte_table, forget_unowned, worker_app
 
 log = logs.get(__name__)
 
@@ -108,15 +107,19 @@ class AlertWorker:
         self.series_topic = app.topic(self.series_name, partitions=self.partitions, **raw)
         self.events_topic = app.topic(kafka.topic(topics.ALERT_EVENTS), **raw)
         self.deadletter_topic = app.topic(kafka.topic(topics.ALERT_DEADLETTER), **raw)
-        # value_type=bytes: the raw codec, values come back from recovery exactly as written.
-        options: dict[str, Any] = {"partitions": self.partitions, "key_type": str, "value_type": bytes}
-        self.windows = app.Table("alert-windows", **options)
-        self.samples = app.Table("alert-samples", **options)
-        self.states = app.Table("alert-states", **options)
         partitions = self.partitions
-        for table in (self.windows, self.samples, self.states):
-            # Keys are placed by their series, from agents and timers alike (no current event needed).
-            table.partition_for_key = lambda key: _series_of_key(key).partition(partitions)  # type: ignore[method-assign]
+
+        def series_partition(key: str) -> int:
+            return _series_of_key(key).partition(partitions)
+
+        # Keys are placed by their series, from agents and timers alike (no current event needed).
+        self.tables = {
+            name: byte_table(app, f"alert-{name}", partitions, series_partition)
+            for name in ("windows", "samples", "states")
+        }
+        self.windows = self.tables["windows"].table
+        self.samples = self.tables["samples"].table
+        self.states = self.tables["states"].table
         self.series: dict[SeriesId, SeriesData] = {}
         self.alerts: dict[str, AlertState] = {}
         self.alert_series: dict[str, SeriesId] = {}
@@ -172,6 +175,9 @@ class AlertWorker:
         self.series.clear()
         self.alerts.clear()
         self.alert_series.clear()
+        # What this worker wrote for series it gave up stays in its memory store: read as current,
+        # it would be evaluated and its deliveries sent here as well as by the new owner.
+        forget_unowned(self.tables, self.owned_partitions())
         for key, raw in list(self.windows.items()):
             if raw:
                 dimension, series_key, source, size, start = orjson.loads(key)
@@ -583,26 +589,16 @@ def create_app(
     settings = config.settings
     kafka = kafka or KafkaSettings()
     metrics = metrics or Metrics("alert")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = worker_app(
         settings.app_id,
-        **faust_broker_settings(kafka),
-        broker_client_id=kafka.client_id,
-        store="memory://",
-        datadir=str(settings.data_dir / f"{settings.app_id}-data"),
-        processing_guarantee="at_least_once",
-        topic_partitions=settings.partitions,
-        topic_replication_factor=1,
-        table_standby_replicas=0,
-        consumer_auto_offset_reset=settings.auto_offset_reset,
-        consumer_group_instance_id=settings.group_instance_id,
-        producer_acks=-1,
-        web_enabled=False,
+        kafka,
+        partitions=settings.partitions,
+        data_dir=settings.data_dir,
         web_bind=settings.web_bind,
         web_port=settings.web_port,
-        autodiscover=False,
+        consumer_auto_offset_reset=settings.auto_offset_reset,
+        consumer_group_instance_id=settings.group_instance_id,
     )
-    faust_surface.complete_flush(app)
     book = SilenceBook()
     worker = AlertWorker(app, config, kafka, metrics, book)
     follower = SilenceFollower(kafka, book)

@@ -10,7 +10,6 @@ callstream alert unsilence ID          end a silence now
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -60,32 +59,16 @@ def alert(
     config = _config(
         rules, budgets, metrics_port=metrics_port, web_port=web_port, group_instance_id=group_instance_id
     )
-    import faust
-
     from callstream.alerts.app import create_app
-    from callstream.infra.setup import create_topics
-    from callstream.streams import faust_surface
-    from callstream.streams.app import internal_topic_specs
+    from callstream.streams import frame
 
-    try:
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    except ImportError:
-        pass
+    frame.use_uvloop()
     for rule in config.logged_only:
         log.warning("rule notifies no receiver, only the log and Elasticsearch", rule=rule)
     kafka = KafkaSettings()
-    app, _ = create_app(config, kafka)
-    # Its tables' changelogs exist before it joins its group, as for the stream worker: on a fresh
-    # Apache Kafka a worker that creates them itself can be assigned none of their partitions.
-    create_topics(kafka, specs=internal_topic_specs(app))
-    log.info("alert worker starting", app_id=app.conf.id, rules_file=str(rules or config.settings.rules_file))
-    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False, override_logging=False)
-    try:
-        faust_surface.without_spinner(worker).execute_from_commandline()
-    finally:
-        log.info("alert worker stopped", app_id=app.conf.id)
+    app, worker = create_app(config, kafka)
+    rules_file = str(rules or config.settings.rules_file)
+    frame.run(app, kafka, "alert", lambda: dict(worker.counters.__dict__), rules_file=rules_file)
 
 
 @alert_app.command("check")

@@ -149,3 +149,20 @@ def read_command(
         typer.echo(orjson.dumps(line).decode())
         if max_messages and count >= max_messages:
             break
+
+
+def group_committed(
+    kafka: KafkaSettings, group: str, topic: str, partition: int, timeout_s: float = 10.0
+) -> int | None:
+    """The offset `group` has committed for one partition, as the broker holds it; None without a
+    commit. Blocking: call it from an executor in async code."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(kafka.confluent_config())
+    request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, partition)])
+    futures = admin.list_consumer_group_offsets([request], request_timeout=timeout_s)
+    for tp in futures[group].result(timeout=timeout_s).topic_partitions or []:
+        if tp.error is None and tp.offset >= 0:
+            return int(tp.offset)
+    return None

@@ -37,7 +37,6 @@ from callstream.metrics import Metrics
 
 try:
     import faust
-    from mode.utils.times import want_seconds
 except ImportError as exc:
     raise MissingExtraError("stream", "faust-streaming") from exc
 
@@ -46,16 +45,15 @@ from callstream.settings import KafkaSettings
 from callstream.streams import faust_surface
 from callstream.streams.catalogue import load_catalogue
 from callstream.streams.clock import PartitionClock, publication_ms
-from callstream.streams.connection import faust_broker_settings
 from callstream.streams.continuity import EndOfPartitionCheck, InputContinuity, first_expected
 from callstream.streams.dedup import DedupIndex
+from callstream.streams.frame import byte_table, forget_unowned, worker_app
 from callstream.streams.keycap import KeyCap, parse_slot_key, slot_key
 from callstream.streams.partials import PartialError, WindowEntry, decode_partial, window_partition
 from callstream.streams.process import JSON_OPTIONS, Outcome, PartitionState, RawInput, RawProcessor
 from callstream.streams.settings import StreamSettings
 from callstream.streams.windows import WindowKey, WindowState, expired
-from callstream.topic_reader import read_range
-from callstream.topics import TopicSpec
+from callstream.topic_reader import group_committed, read_range
 
 log = logs.get(__name__)
 
@@ -118,18 +116,24 @@ class StreamPipeline:
         self.source_name = kafka.topic(source_name)
         self.partials_name = kafka.topic(partials_name)
         self.kafka = kafka
-        # value_type=bytes makes faust use the raw codec for the changelog: values come back from
-        # recovery exactly as written. Keys are strings (json codec).
-        table_options: dict[str, Any] = {"partitions": self.partitions, "key_type": str, "value_type": bytes}
-        self.stream_times = app.Table("stream-time", **table_options)
-        self.dedup_table = app.Table("dedup", **table_options)
-        self.keycap_table = app.Table("key-cap", **table_options)
-        self.windows = app.Table("windows", **table_options)
         partitions = self.partitions
-        faust_surface.place_keys(self.windows, lambda key: window_partition(key, partitions))
-        # Next offset to merge per partials partition, keyed by that partition (and kept there).
-        self.merge_progress = app.Table("merge-progress", **table_options)
-        faust_surface.place_keys(self.merge_progress, int)
+        raw_partition = int  # keys of the raw side's tables start with their raw partition
+        # State of a raw partition, owned with it.
+        self.raw_tables = {
+            "stream_time": byte_table(app, "stream-time", partitions, raw_partition),
+            "dedup": byte_table(app, "dedup", partitions, lambda key: int(key.split(":", 1)[0])),
+            "key_cap": byte_table(app, "key-cap", partitions, lambda key: parse_slot_key(key)[0]),
+        }
+        # State of a partials partition: the windows placed on it, and its next offset to merge.
+        self.merge_tables = {
+            "windows": byte_table(app, "windows", partitions, lambda key: window_partition(key, partitions)),
+            "merge_progress": byte_table(app, "merge-progress", partitions, raw_partition),
+        }
+        self.stream_times = self.raw_tables["stream_time"].table
+        self.dedup_table = self.raw_tables["dedup"].table
+        self.keycap_table = self.raw_tables["key_cap"].table
+        self.windows = self.merge_tables["windows"].table
+        self.merge_progress = self.merge_tables["merge_progress"].table
         self.partition_states: dict[int, PartitionState] = {}
         self.window_cache: dict[str, WindowEntry] = {}
         self.window_time_ms = 0
@@ -263,6 +267,8 @@ class StreamPipeline:
             topic=tp.topic,
             partition=tp.partition,
             offsets=f"{hole.start}..{hole.stop - 1}",
+            recorded_next=self._recorded_next(tp),
+            group_start=self.group_starts.get(tp),
         )
         loop = asyncio.get_running_loop()
         skipped = await loop.run_in_executor(
@@ -316,7 +322,13 @@ class StreamPipeline:
         if expected is not None:
             return expected
         if tp not in self.group_starts:  # asked once per assignment, not on every timer tick
-            committed = faust_surface.committed_offset(self.app, tp)
+            # The broker's record of the group's commit: faust's consumer holds it only after it
+            # has committed itself, so a restarted worker read None there, started from the
+            # earliest offset and read the whole retained input again.
+            loop = asyncio.get_running_loop()
+            committed = await loop.run_in_executor(
+                None, group_committed, self.kafka, self.app.conf.id, tp.topic, tp.partition
+            )
             if committed is None:
                 committed = (await self.app.consumer.earliest_offsets(tp)).get(tp) or 0
             self.group_starts[tp] = int(committed)
@@ -413,28 +425,37 @@ class StreamPipeline:
         count = 0
         for key, raw in list(self.windows.items()):
             if raw and key not in self.window_cache:
-                await self._publish(key, WindowEntry.from_bytes(raw))
+                # Into the cache, which is what expiry walks: a recovered window that no partial
+                # touches again must still leave state once its retention is behind.
+                entry = self.window_cache[key] = WindowEntry.from_bytes(raw)
+                await self._publish(key, entry)
                 count += 1
+        self._expire_windows()
         await self.app.producer.flush()
         log.info("windows republished after recovery", windows=count)
 
+    def state_counts(self) -> dict[str, int]:
+        """What this worker holds, by kind: the counts that bound its memory (docs/stream.md).
+        Tests compare them with what the input implies; the benchmark samples RSS."""
+        states = self.partition_states.values()
+        counts = {
+            "windows": len(self.window_cache),
+            "dedup_batches": sum(len(s.dedup.batches) for s in states),
+            "name_slots": sum(len(s.keycap.admitted) for s in states),
+            "partition_states": len(self.partition_states),
+        }
+        for name, placed in {**self.raw_tables, **self.merge_tables}.items():
+            counts[f"table_{name}"] = faust_surface.local_key_count(placed.table)
+        return counts
+
     def _forget_state_of_others(self) -> None:
-        """Drop what this worker wrote to its tables for partitions it no longer owns: stale, it
-        would be republished (a window's old version as the newest record of its key) and it would
-        never leave memory. The owner's changelog holds it."""
+        """Drop what this worker wrote to its tables for partitions it no longer owns (frame.
+        forget_unowned): a stale window would be republished as the newest record of its key."""
         assignment = self.app.consumer.assignment()
-        raw = {tp.partition for tp in assignment if tp.topic == self.source_name}
-        merged = {tp.partition for tp in assignment if tp.topic == self.partials_name}
-        partitions = self.partitions
-        dropped = (
-            faust_surface.forget_local(self.windows, lambda key: window_partition(key, partitions), merged)
-            + faust_surface.forget_local(self.merge_progress, int, merged)
-            + faust_surface.forget_local(self.stream_times, int, raw)
-            + faust_surface.forget_local(self.dedup_table, lambda key: int(key.split(":", 1)[0]), raw)
-            + faust_surface.forget_local(self.keycap_table, lambda key: parse_slot_key(key)[0], raw)
+        forget_unowned(self.raw_tables, {tp.partition for tp in assignment if tp.topic == self.source_name})
+        forget_unowned(
+            self.merge_tables, {tp.partition for tp in assignment if tp.topic == self.partials_name}
         )
-        if dropped:
-            log.info("state of partitions owned elsewhere forgotten", keys=dropped)
 
     def _window(self, key: str, window: WindowKey, first: WindowState) -> WindowEntry | None:
         """The window's entry: cached, else recovered from the table, else new (labelled like
@@ -471,56 +492,25 @@ class StreamPipeline:
         self.republish_pending = True
 
 
-def internal_topic_specs(app: faust.App) -> list[TopicSpec]:
-    """The topics faust would create for `app` (the tables' changelogs, the assignor's leader topic),
-    with their partitions and cleanup policy. `callstream stream` creates them before the worker
-    starts: a worker that creates them itself on a fresh Apache Kafka can join its group before the
-    broker lists them, and then faust assigns it no changelog partitions and every table write
-    fails with PartitionsMismatch (seen with Kafka 4.1; noida-db lists a topic at once)."""
-    specs: list[TopicSpec] = []
-    for table in app.tables.values():
-        topic = table.changelog_topic
-        policy = ",".join(p for p, on in (("compact", topic.compacting), ("delete", topic.deleting)) if on)
-        config = {"cleanup.policy": policy} if policy else {}
-        if topic.retention:
-            config["retention.ms"] = str(int(want_seconds(topic.retention) * 1000))
-        config.update({key: str(value) for key, value in (topic.config or {}).items()})
-        partitions = table.partitions or app.conf.topic_partitions
-        specs.extend(TopicSpec(name, partitions, config) for name in topic.topics)
-    specs.append(TopicSpec(f"{app.conf.id}-__assignor-__leader", 1))
-    return specs
-
-
 def create_app(
     settings: StreamSettings | None = None,
     kafka: KafkaSettings | None = None,
     stop_when_idle_s: float | None = None,
 ) -> tuple[faust.App, StreamPipeline]:
-    faust_surface.check()
     settings = settings or StreamSettings()
     kafka = kafka or KafkaSettings()
     app_id = settings.app_id if not settings.generation else f"{settings.app_id}-g{settings.generation}"
-    settings.data_dir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
-    app = faust.App(
+    app = worker_app(
         app_id,
-        **faust_broker_settings(kafka),
-        broker_client_id=kafka.client_id,
-        store="memory://",
-        datadir=str(settings.data_dir / f"{app_id}-data"),
-        processing_guarantee="at_least_once",
-        topic_partitions=settings.partitions,
-        topic_replication_factor=1,
-        table_standby_replicas=0,
+        kafka,
+        partitions=settings.partitions,
+        data_dir=settings.data_dir,
+        web_bind=settings.web_bind,
+        web_port=settings.web_port,
         stream_buffer_maxsize=settings.stream_buffer_maxsize,
         producer_compression_type="lz4",
         producer_max_request_size=8 * 1024 * 1024,
-        producer_acks=-1,
-        web_enabled=False,
-        web_bind=settings.web_bind,
-        web_port=settings.web_port,
-        autodiscover=False,
     )
-    faust_surface.complete_flush(app)
     pipeline = StreamPipeline(app, settings, kafka)
 
     @app.agent(pipeline.source, name="process_calls")
@@ -553,7 +543,7 @@ def create_app(
 
     @app.timer(interval=5.0)
     async def report() -> None:
-        log.info("stream progress", **asdict(pipeline.counters))
+        log.info("stream progress", **asdict(pipeline.counters), state=pipeline.state_counts())
         if settled():
             await pipeline.observe_lag()
             pipeline.metrics.set_healthy(True, ttl_s=30)  # lapses if this timer stops running

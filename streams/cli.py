@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import threading
 from dataclasses import asdict
@@ -34,11 +33,8 @@ def stream_command(
     """Validate, enrich and aggregate call events (a faust-streaming worker; stops on SIGTERM)."""
     import time
 
-    import faust
-
-    from callstream.infra.setup import create_topics
-    from callstream.streams import faust_surface
-    from callstream.streams.app import create_app, internal_topic_specs
+    from callstream.streams import frame
+    from callstream.streams.app import create_app
     from callstream.streams.replay import ReplayRangeError, check_range
 
     overrides: dict[str, object] = {}
@@ -60,23 +56,13 @@ def stream_command(
     elif replay_from is not None or replay_to is not None:
         raise typer.BadParameter("--from and --to apply only with --replay")
     settings = StreamSettings(**overrides)  # type: ignore[arg-type]
-    try:
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    except ImportError:  # uvloop is optional (about +25% throughput)
-        pass
+    frame.use_uvloop()
     kafka = KafkaSettings()
     app, pipeline = create_app(settings, kafka, stop_when_idle_s=stop_when_idle_s)
-    create_topics(kafka, specs=internal_topic_specs(app))
-    log = logs.get(__name__)
-    log.info("stream worker starting", app_id=app.conf.id, source=settings.source)
-    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False, override_logging=False)
     pipeline.metrics.serve_or_warn(settings.metrics_host, settings.metrics_port)
     try:
-        faust_surface.without_spinner(worker).execute_from_commandline()
+        frame.run(app, kafka, "stream", lambda: asdict(pipeline.counters), source=settings.source)
     finally:
-        log.info("stream worker stopped", app_id=app.conf.id, **asdict(pipeline.counters))
         pipeline.metrics.close()
 
 

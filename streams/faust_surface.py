@@ -1,8 +1,8 @@
 """Everything callstream touches in faust-streaming beyond its declared public surface, in one place.
 
 faust's public consumer surface (faust.types.transports.ConsumerT) does not cover what the input
-continuity guard and the window table need: marking skipped offsets done for the commit, the
-commit read at assignment, whether table recovery completed, and placing table keys by our own
+continuity guard and the window table need: marking skipped offsets done for the commit,
+whether table recovery completed, and placing table keys by our own
 partition function, and a producer flush that really waits for every message (see
 `complete_flush`). Each is reached only through this module. `check()` runs at start and fails
 loudly, naming the faust version, when any is missing: the pin in pyproject.toml
@@ -54,7 +54,7 @@ def check() -> None:
         if not callable(getattr(owner, name, None)):
             raise _missing(f"{owner.__module__}.{owner.__qualname__}.{name}")
     init_names = Consumer.__init__.__code__.co_names + Recovery.__init__.__code__.co_names
-    for attribute in ("_committed_offset", "completed"):
+    for attribute in ("completed",):
         if attribute not in init_names:
             raise _missing(f"attribute {attribute!r} set at construction")
 
@@ -64,13 +64,6 @@ async def mark_done(app: faust.App, tp: Any, first: int, last: int) -> None:
     agent), so that its commit can move past them: it waits for acks it would otherwise never get."""
     consumer: Any = app.consumer  # beyond ConsumerT: see the module docstring
     await consumer._add_gap(tp, first, last)
-
-
-def committed_offset(app: faust.App, tp: Any) -> int | None:
-    """The group's commit for `tp` as the consumer read it when the partition was assigned."""
-    consumer: Any = app.consumer
-    offset = consumer._committed_offset[tp]
-    return None if offset is None else int(offset)
 
 
 def recovery_completed(app: faust.App) -> bool:
@@ -96,6 +89,12 @@ def forget_local(table: Any, partition_of: Callable[[str], int], owned: set[int]
     for key in gone:
         del store[key]
     return len(gone)
+
+
+def local_key_count(table: Any) -> int:
+    """How many keys this worker's copy of a table holds (its store, not the changelog)."""
+    store: Any = table.data
+    return len(store)
 
 
 def without_spinner(worker: faust.Worker) -> faust.Worker:

@@ -160,10 +160,16 @@ def seconds_until_every_partition_flows(
     return recovered
 
 
+# A figure, not a limit: on a loaded 2-core machine the pipeline's own latency under this load has
+# exceeded two minutes right after the workers' first rebalance (a CI run failed there, before the
+# kill), so the wait is generous; the exact counts are what the tests assert.
+FLOW_TIMEOUT_S = 300
+
+
 def seconds_to_flow(es: Elasticsearch, index: str, load: SteadyLoad, since: float) -> dict[int, float]:
     """Per raw partition: seconds from `since` until an event handed out after it is searchable."""
     wait_for_handout(load, since)
-    return seconds_until_every_partition_flows(es, index, load.handed_after(since), since, 120)
+    return seconds_until_every_partition_flows(es, index, load.handed_after(since), since, FLOW_TIMEOUT_S)
 
 
 def assert_exact_in_elasticsearch(

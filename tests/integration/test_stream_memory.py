@@ -1,22 +1,17 @@
 """Bounded memory of the stream app: however long it runs, closed windows and remembered event ids
 leave state once their retention (dedup horizon) is behind the newest event time.
 
-One worker consumes generated traffic that spans many hours of event time (a low rate per second of
-event time, published as fast as the broker takes it), with retentions of minutes. Its resident set
-size is sampled after each third of the input has been processed: the last sample may exceed the
-larger of the first two by at most RSS_GROWTH_MARGIN.
-
-Why the larger of the first two: each sample holds, besides the state, whatever the producer and the
-consumer buffer at that moment, which on a loaded machine moves a sample by a fifth either way
-(one CI run: 269, 368, 359 MB for a bounded worker). A single low first sample then looked like
-growth. Why 20% can fail: the same run without expiry (retentions and horizon of 30 days) keeps
-every window, and test_without_expiry_the_same_run_outgrows_the_margin shows that it exceeds the
-margin by the same measure, so the margin is tight enough to catch state that is never released.
-(With half this input the state that run keeps grew by only 15-25% in the last third, within reach
-of the noise: hence 90,000 events. Measured with them: without expiry +33.3% and +33.6% by this
-measure, a bounded worker -1.8% and +11.3%.) The margin is loose enough for allocator noise: Python keeps
-freed arenas, and by two thirds of the input the steady-state window set is long reached, so a
-bounded worker only wobbles.
+Memory is asserted by counting state, not through RSS (which moves by a fifth either way on a
+loaded machine, and belongs to `callstream bench stream`): a worker reports, in each "stream
+progress" line, the windows, dedup batches, name slots and table keys it holds. Generated traffic
+spans many hours of event time (a low rate per second of event time, published as fast as the
+broker takes it), with retentions of minutes; after the input, the worker must hold exactly what
+the input implies: the windows whose end plus retention is not yet behind the newest event time,
+the raw messages whose newest event is within the dedup horizon, one name slot per capped
+dimension and day. Half-way, the first worker stops and a second one takes over from the
+changelogs: what it recovered must leave state like what it built itself (a recovered window no
+partial touches again once stayed for good). The control runs without expiry and must hold every
+window and every batch.
 
 One partition keeps event time in offset order, so no window receives events after it expired and
 every aggregate must be exact. With several partitions, one partition may run ahead of another by
@@ -28,7 +23,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,21 +31,22 @@ import orjson
 import pytest
 
 from callstream import topics
+from callstream.durations import DAY_MS
 from callstream.infra.local_servers import LocalServers
 from callstream.producers import synthetic
 from callstream.producers.contract import RawCallEvent
 from callstream.producers.loadgen import publish
-from tests.ground_truth import SIZES_MS, compare, expected_windows
-from tests.pipeline import Pipeline, latest_aggregates, new_pipeline
+from tests.ground_truth import SIZES_MS, expected_windows
+from tests.pipeline import Pipeline, new_pipeline
 
 pytestmark = pytest.mark.integration
 
 START = datetime(2026, 3, 1, 11, 58, 30, tzinfo=UTC)
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
-EVENTS = 90_000
-RATE_PER_S = 0.4  # of event time: 90,000 events span about 62 hours
-RSS_GROWTH_MARGIN = 0.20
+EVENTS = 30_000
+BATCH = 100  # events per raw message
+RATE_PER_S = 0.4  # of event time: 30,000 events span about 21 hours
 
 RETENTION_MS = {"1m": 15 * MINUTE_MS, "1h": 2 * HOUR_MS, "1d": HOUR_MS}
 DEDUP_HORIZON_MS = 15 * MINUTE_MS
@@ -62,29 +57,33 @@ BOUNDED = {
     "CALLSTREAM_STREAM_DEDUP_HORIZON_MS": str(DEDUP_HORIZON_MS),
 }
 NEVER_EXPIRES = {key: str(30 * 24 * HOUR_MS) for key in BOUNDED}
+CAPPED_DIMENSIONS = ("model", "model_family", "provider", "service", "user")
 
 
-@dataclass
-class MemoryRun:
-    rss_mb: list[float]  # after 1/3, 2/3 and all of the input was processed
-    counters: dict[str, Any]  # the worker's last "stream progress" counters
-
-    @property
-    def growth(self) -> float:
-        """The last sample against the larger of the first two (see the module docstring)."""
-        return self.rss_mb[-1] / max(self.rss_mb[:2]) - 1
+def event_ms(event: RawCallEvent) -> int:
+    return int(event.event_time.timestamp() * 1000)
 
 
-def rss_mb(pid: int) -> float:
-    try:
-        import psutil
-
-        return float(psutil.Process(pid).memory_info().rss) / 2**20
-    except ImportError:  # psutil comes with the bench extra
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError(f"no VmRSS for process {pid}") from None
+def expected_state(
+    events: list[RawCallEvent], retention_ms: dict[str, int], horizon_ms: int
+) -> dict[str, int]:
+    """What a worker that processed `events` (one partition, BATCH events per message, in order)
+    holds, computed from the input alone."""
+    newest_ms = max(event_ms(e) for e in events)
+    windows = expected_windows(events)
+    held = 0
+    for doc_id in windows:
+        size, start = doc_id.split("|")[2:4]
+        if int(start) + SIZES_MS[size] + retention_ms[size] >= newest_ms:
+            held += 1
+    batches = [events[i : i + BATCH] for i in range(0, len(events), BATCH)]
+    days = {event_ms(e) - event_ms(e) % DAY_MS for e in events}
+    return {
+        "windows": held,
+        "windows_expired": len(windows) - held,
+        "dedup_batches": sum(1 for b in batches if max(event_ms(e) for e in b) >= newest_ms - horizon_ms),
+        "name_slots": len(days) * len(CAPPED_DIMENSIONS),
+    }
 
 
 def progress(process: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
@@ -100,67 +99,79 @@ def progress(process: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
 
 
 def wait_until_idle(
-    pipeline: Pipeline, worker: subprocess.Popen[bytes], valid: int, timeout_s: float
-) -> None:
-    """Until the worker has taken `valid` events and two progress reports (5 s apart) are equal,
-    i.e. the merge agent has caught up too."""
-    deadline = time.monotonic() + timeout_s
+    pipeline: Pipeline, worker: subprocess.Popen[bytes], events: list[RawCallEvent], valid: int
+) -> dict[str, Any]:
+    """Until the aggregates are exact for `events` and then two progress reports (5 s apart) are
+    equal with `valid` events taken: the merge agent has finished its last batch (publishing a
+    batch's windows can take longer than two reports, so equal reports alone do not say it).
+    Returns the last report."""
+    pipeline.wait_for_aggregates(expected_windows(events), timeout_s=240)
+    seen = len(progress(worker))  # reports from before the aggregates were exact say nothing
+    deadline = time.monotonic() + 120
     while True:
-        lines = progress(worker)
+        lines = progress(worker)[seen:]
         if len(lines) >= 2 and lines[-1]["valid"] == valid and lines[-1] == lines[-2]:
-            return
+            return lines[-1]
         if worker.poll() is not None or time.monotonic() > deadline:
             pytest.fail(f"worker not idle at {valid} valid events: {lines[-1:]}\n{pipeline.logs()}")
         time.sleep(1)
 
 
-def run_one_worker(pipeline: Pipeline, events: list[RawCallEvent], env: dict[str, str]) -> MemoryRun:
-    worker = pipeline.start_stream_worker(**env)
-    samples = []
-    ends = (len(events) // 3, 2 * len(events) // 3, len(events))
-    for start, end in zip((0, *ends), ends, strict=False):
-        report = publish(pipeline.kafka, pipeline.topic(topics.RAW), events[start:end], batch_size=100)
-        assert report.failed_messages == 0, report.errors[:3]
-        wait_until_idle(pipeline, worker, valid=end, timeout_s=180)
-        samples.append(rss_mb(worker.pid))
-    return MemoryRun(samples, progress(worker)[-1])
+def feed(pipeline: Pipeline, events: list[RawCallEvent]) -> None:
+    report = publish(pipeline.kafka, pipeline.topic(topics.RAW), events, batch_size=BATCH)
+    assert report.failed_messages == 0, report.errors[:3]
 
 
-def expected_expired(events: list[RawCallEvent]) -> int:
-    """Windows whose end plus retention is behind the newest event time: those must have left state."""
-    newest_ms = max(int(e.event_time.timestamp() * 1000) for e in events)
-    count = 0
-    for doc_id in expected_windows(events):
-        size, start = doc_id.split("|")[2:4]
-        if int(start) + SIZES_MS[size] + RETENTION_MS[size] < newest_ms:
-            count += 1
-    return count
+def held(report: dict[str, Any]) -> dict[str, int]:
+    state = report["state"]
+    return {key: state[key] for key in ("windows", "dedup_batches", "name_slots")}
 
 
-def test_memory_stays_bounded_while_windows_expire(servers: LocalServers, tmp_path: Path) -> None:
+def test_state_stays_bounded_while_windows_expire_across_a_takeover(
+    servers: LocalServers, tmp_path: Path
+) -> None:
     pipeline = new_pipeline(servers, tmp_path, partitions=1)
     events = synthetic.generate(EVENTS, seed=31, start=START, rate_per_s=RATE_PER_S)
+    half = len(events) // 2
+    first_half = expected_state(events[:half], RETENTION_MS, DEDUP_HORIZON_MS)
+    want = expected_state(events, RETENTION_MS, DEDUP_HORIZON_MS)
+    assert 0 < first_half["windows_expired"] < want["windows_expired"]  # expiry on both sides
     try:
-        run = run_one_worker(pipeline, events, BOUNDED)
-        print(f"bounded worker RSS MB at 1/3, 2/3, 3/3: {run.rss_mb} (growth {run.growth:+.1%})")
-        assert run.counters["windows_expired"] == expected_expired(events), run.counters
-        assert run.growth <= RSS_GROWTH_MARGIN, f"RSS grew {run.growth:+.1%}: {run.rss_mb} MB"
-        assert compare(expected_windows(events), latest_aggregates(pipeline.kafka)) == []
+        first = pipeline.start_stream_worker(**BOUNDED)
+        feed(pipeline, events[:half])
+        report = wait_until_idle(pipeline, first, events[:half], valid=half)
+        assert report["windows_expired"] == first_half["windows_expired"], report
+        assert held(report) == {k: first_half[k] for k in ("windows", "dedup_batches", "name_slots")}
+        assert pipeline.stop(first) == 0
+
+        second = pipeline.start_stream_worker(**BOUNDED)
+        feed(pipeline, events[half:])
+        report = wait_until_idle(pipeline, second, events, valid=len(events) - half)
+        assert report["windows_expired"] == want["windows_expired"] - first_half["windows_expired"], report
+        assert held(report) == {k: want[k] for k in ("windows", "dedup_batches", "name_slots")}, report
+        state = report["state"]
+        assert state["table_windows"] == want["windows"]
+        assert state["table_dedup"] == want["dedup_batches"]
+        assert state["table_key_cap"] == want["name_slots"]
+        assert state["table_stream_time"] == state["table_merge_progress"] == 1
     finally:
         pipeline.stop_all()
 
 
-def test_without_expiry_the_same_run_outgrows_the_margin(servers: LocalServers, tmp_path: Path) -> None:
-    """The control for the test above: state that is never released shows up in the samples."""
+def test_without_expiry_the_worker_holds_every_window(servers: LocalServers, tmp_path: Path) -> None:
+    """The control for the test above: with retentions of 30 days nothing leaves state, and the
+    counts say so (they count what is held, not what the test expects to be released)."""
     pipeline = new_pipeline(servers, tmp_path, partitions=1)
     events = synthetic.generate(EVENTS, seed=31, start=START, rate_per_s=RATE_PER_S)
+    never = 30 * DAY_MS
+    want = expected_state(events, dict.fromkeys(SIZES_MS, never), never)
+    assert want["windows_expired"] == 0 and want["dedup_batches"] == len(events) // BATCH
     try:
-        run = run_one_worker(pipeline, events, NEVER_EXPIRES)
-        print(f"worker without expiry RSS MB at 1/3, 2/3, 3/3: {run.rss_mb} (growth {run.growth:+.1%})")
-        assert run.counters["windows_expired"] == 0, run.counters
-        assert run.growth > RSS_GROWTH_MARGIN, (
-            f"without expiry RSS grew only {run.growth:+.1%} ({run.rss_mb} MB): the margin of "
-            f"{RSS_GROWTH_MARGIN:.0%} would not catch unbounded state at this input size"
-        )
+        worker = pipeline.start_stream_worker(**NEVER_EXPIRES)
+        feed(pipeline, events)
+        report = wait_until_idle(pipeline, worker, events, valid=len(events))
+        assert report["windows_expired"] == 0, report
+        assert held(report) == {k: want[k] for k in ("windows", "dedup_batches", "name_slots")}, report
+        assert report["state"]["table_windows"] == len(expected_windows(events))
     finally:
         pipeline.stop_all()
