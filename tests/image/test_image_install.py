@@ -107,6 +107,10 @@ def test_the_wheel_from_the_build_context_runs_every_compose_command(tmp_path: P
         assert "unavailable" not in output, f"{service}: {argv}: {output}"
         assert "Usage" in output or "usage" in output, f"{service}: {argv}: {output}"
 
+    # Benchmarks need a source checkout, and an installed package says so instead of failing to import.
+    bench = run([str(bin_dir / "callstream"), "bench", "producer"], cwd=work)
+    assert bench.returncode == 2 and "run from a source checkout" in bench.stderr, bench.stderr
+
     # What the commands read at run time is in the wheel: rules, budgets, prices, Kibana objects.
     data = run(
         [

@@ -28,6 +28,7 @@ SETTINGS_MODULES = [
     "callstream.infra.kibana.provision",
     "callstream.alerts.settings",
     "callstream.budgets",
+    "callstream.logs",
 ]
 CALLSTREAM_SERVICES = {"setup", "stream", "sink", "alert", "ingest", "loadgen", "kibana-setup"}
 ONE_SHOTS = {"es-init", "setup", "kibana-setup", "loadgen"}
