@@ -49,8 +49,27 @@ in what is installed."""
 
 def _bench_path() -> None:
     """Benchmarks are a developer tool, not installed: they run from a source checkout."""
-    if (SOURCE_CHECKOUT / "bench" / "__init__.py").exists() and str(SOURCE_CHECKOUT) not in sys.path:
+    if bench_missing(SOURCE_CHECKOUT) is None and str(SOURCE_CHECKOUT) not in sys.path:
         sys.path.append(str(SOURCE_CHECKOUT))
+
+
+def bench_missing(checkout: Path) -> str | None:
+    """Why `callstream bench` cannot run from this install, or None where it can."""
+    if (checkout / "bench" / "__init__.py").exists():
+        return None
+    return (
+        "benchmarks are not part of the installed package: they run from a source checkout of "
+        "callstream (`scripts/bootstrap.sh dev`, then `.venv/bin/callstream bench NAME`)"
+    )
+
+
+def _unavailable(name: str, error: str) -> Any:
+    def unavailable() -> None:
+        typer.echo(f"callstream {name} is unavailable: {error}", err=True)
+        raise typer.Exit(2)
+
+    unavailable.__doc__ = f"(unavailable: {error})"
+    return unavailable
 
 
 def _load(module: str, attr: str, name: str) -> Any:
@@ -59,14 +78,7 @@ def _load(module: str, attr: str, name: str) -> Any:
     try:
         return getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
-        error = f"{type(exc).__name__}: {exc}"
-
-        def unavailable() -> None:
-            typer.echo(f"callstream {name} is unavailable: {error}", err=True)
-            raise typer.Exit(2)
-
-        unavailable.__doc__ = f"(unavailable: {error})"
-        return unavailable
+        return _unavailable(name, f"{type(exc).__name__}: {exc}")
 
 
 def _register() -> None:
@@ -75,8 +87,10 @@ def _register() -> None:
     for module, attr, name in GROUPS:
         app.add_typer(getattr(importlib.import_module(module), attr), name=name)
     _bench_path()
+    missing = bench_missing(SOURCE_CHECKOUT)
     for module, attr, name in BENCHMARKS:
-        bench_app.command(name)(_load(module, attr, f"bench {name}"))
+        command = _unavailable(f"bench {name}", missing) if missing else _load(module, attr, f"bench {name}")
+        bench_app.command(name)(command)
     app.add_typer(bench_app, name="bench")
 
 

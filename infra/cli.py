@@ -66,10 +66,20 @@ def local_status(data_dir: Path = typer.Option(local_servers.DEFAULT_DATA_DIR)) 
     typer.echo(local_servers.status(data_dir))
 
 
-def setup_command(partitions: int = typer.Option(6, help="Partitions per topic")) -> None:
+def setup_command(
+    partitions: int | None = typer.Option(
+        None,
+        min=1,
+        help="Partitions per topic; default CALLSTREAM_STREAM_PARTITIONS (6), the count the stream "
+        "workers are configured with: the two must agree",
+    ),
+) -> None:
     """Create topics and index templates on the configured (possibly external) Kafka and Elasticsearch."""
-    setup(KafkaSettings(), ElasticsearchSettings(), partitions)
-    typer.echo("topics and index templates are in place")
+    from callstream.streams.settings import StreamSettings
+
+    count = partitions if partitions is not None else StreamSettings().partitions
+    setup(KafkaSettings(), ElasticsearchSettings(), count)
+    typer.echo(f"topics ({count} partitions) and index templates are in place")
 
 
 def demo(

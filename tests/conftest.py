@@ -40,6 +40,28 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                 pytest.skip(f"needs {feature}, which the {engine.name} engine lacks: {engine.gaps[feature]}")
 
 
+# Markers say what a test needs: `integration` exactly for the tests that start the Kafka and
+# Elasticsearch servers: the shared `servers` fixture (directly or through another fixture), a
+# fixture that starts a test's own (`own_servers`), or the demo, which starts its own servers.
+SERVER_FIXTURES = {"servers", "own_servers"}
+STARTS_ITS_OWN_SERVERS = {"tests/integration/test_demo.py"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    wrong = []
+    for item in items:
+        marked = item.get_closest_marker("integration") is not None
+        uses = bool(SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))) or (
+            item.nodeid.split("::")[0] in STARTS_ITS_OWN_SERVERS
+        )
+        if marked and not uses:
+            wrong.append(f"{item.nodeid}: marked integration, but starts no servers")
+        elif uses and not marked:
+            wrong.append(f"{item.nodeid}: starts the servers, but is not marked integration")
+    if wrong:
+        raise pytest.UsageError("markers that do not say what a test needs:\n" + "\n".join(wrong[:20]))
+
+
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServers]:
     """Kafka and Elasticsearch with topics and templates in place, on the selected engine.

@@ -14,6 +14,7 @@ alerts go). Empty variables count as unset, so a compose file can pass them thro
 
 from __future__ import annotations
 
+import argparse
 import importlib.resources
 import re
 import sys
@@ -315,7 +316,14 @@ def provision(
     return {"saved_objects": imported, "connectors": [c.id for c in available], "rules": rules}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    # No options: everything comes from the environment. `--help` says so and which variables.
+    argparse.ArgumentParser(
+        prog="python -m callstream.infra.kibana.provision",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        epilog="Settings: CALLSTREAM_KIBANA_* (where Kibana is, how to log in), CALLSTREAM_ALERT_* "
+        "(where alerts go), CALLSTREAM_ES_INDEX_PREFIX.",
+    ).parse_args(argv)
     logs.configure()
     try:
         kibana = KibanaSettings()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from confluent_kafka import Producer
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -28,6 +29,8 @@ from callstream.settings import ElasticsearchSettings
 from tests.ground_truth import compare, expected_windows
 from tests.hostile import EVENT, _dumps, canaries_in, hostile_events, raw_events
 from tests.pipeline import Pipeline, latest_aggregates, new_pipeline, read_topic, wait_for
+
+pytestmark = pytest.mark.integration
 
 DEFAULT_MAX_AGE_MS = str(30 * 86_400_000)  # the stream's default bounds, not the test harness's history
 HOSTILE_MODEL = "hostile-model"

@@ -15,7 +15,8 @@ from callstream.producers.memory import MemoryPublisher
 from callstream.producers.recorder import CallRecorder
 from tests.integration.gateway import RESPONSE_SUFFIX, STREAM_PIECES, USAGE, Gateway
 
-pytestmark = pytest.mark.integration
+# A fake gateway on loopback and an in-memory publisher: no Kafka or Elasticsearch.
+pytestmark = pytest.mark.loopback
 
 KEY = "sk-httpx-SECRET-987654321"
 BODY = {"messages": [{"role": "user", "content": "hi"}]}

@@ -17,7 +17,8 @@ from tests.integration.gateway import RESPONSE_SUFFIX, STREAM_PIECES, USAGE, Gat
 
 openai = pytest.importorskip("openai")
 
-pytestmark = pytest.mark.integration
+# A fake gateway on loopback and an in-memory publisher: no Kafka or Elasticsearch.
+pytestmark = pytest.mark.loopback
 
 API_KEY = "sk-test-SECRETSECRET-0123456789"
 MESSAGES = [{"role": "user", "content": "How do I return an order?"}]

@@ -7,10 +7,13 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 from callstream import topics
 from callstream.infra.local_servers import LocalServers
 from tests.pipeline import REPO, new_pipeline
+
+pytestmark = pytest.mark.integration
 
 
 def test_read_prints_messages_as_json_lines(servers: LocalServers, tmp_path: Path) -> None:

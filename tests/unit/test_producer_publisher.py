@@ -7,6 +7,7 @@ broker is exercised in tests/integration/test_producer_kafka.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import zlib
@@ -20,7 +21,7 @@ import orjson
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from callstream.producers.publisher import KafkaPublisher, complete_item
+from callstream.producers.publisher import KafkaPublisher, PublisherStats, complete_item
 from callstream.producers.settings import ProducerSettings
 from callstream.settings import KafkaSettings
 
@@ -361,3 +362,8 @@ def test_produce_errors_are_logged_scrubbed(
 def test_usage_missing_when_a_success_reported_no_tokens(fields: dict[str, Any], usage: str | None) -> None:
     done = complete_item({"request_model": "m", "status_code": 200} | fields)
     assert done.get("usage") == usage
+
+
+def test_stats_shape() -> None:
+    fields = {f.name for f in dataclasses.fields(PublisherStats)}
+    assert {"published", "delivery_failures", "spooled", "unspooled", "dropped", "invalid"} <= fields

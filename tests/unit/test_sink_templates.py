@@ -91,3 +91,59 @@ def test_retention_has_a_policy_per_template() -> None:
     assert days["cs-calls"] == 7
     assert it.ilm_policy(7)["phases"]["delete"]["min_age"] == "7d"
     assert "rollover" not in str(it.ilm_policy(7))
+
+
+class RecordingClient:
+    """What `index_templates.apply` sends, recorded: the calls an Elasticsearch client would make.
+    Neither local engine has ILM (docs/engines.md), so retention is checked here, offline."""
+
+    def __init__(self, ilm: bool) -> None:
+        self.has_ilm = ilm
+        self.policies: dict[str, dict[str, Any]] = {}
+        self.index_templates: dict[str, dict[str, Any]] = {}
+        self.ilm, self.cluster, self.indices = self, self, self
+
+    def get_status(self) -> dict[str, str]:
+        if not self.has_ilm:
+            raise RuntimeError("no handler found for uri [/_ilm/status]")
+        return {"operation_mode": "RUNNING"}
+
+    def put_lifecycle(self, name: str, policy: dict[str, Any]) -> None:
+        self.policies[name] = policy
+
+    def put_component_template(self, name: str, template: dict[str, Any]) -> None:
+        pass
+
+    def put_index_template(self, name: str, **body: Any) -> None:
+        self.index_templates[name] = body
+
+
+def test_retention_is_attached_to_every_index_family_where_ilm_exists() -> None:
+    es, sink = ElasticsearchSettings(index_prefix="cs"), SinkSettings(calls_retention_days=30)
+    client = RecordingClient(ilm=True)
+    it.apply(client, es, sink)
+    days = it.retention_days(es, sink)
+    assert set(client.policies) == set(days)
+    for name, policy in client.policies.items():
+        assert policy == it.ilm_policy(days[name])
+    assert client.policies["cs-calls"]["phases"]["delete"]["min_age"] == "30d"
+    for name, body in client.index_templates.items():
+        settings = body["template"]["settings"]
+        assert settings["index.lifecycle.name"] in client.policies, name
+    daily = {"cs-calls", "cs-deadletter", "cs-sink-deadletter"}
+    for name in daily:
+        assert client.index_templates[name]["template"]["settings"]["index.lifecycle.parse_origination_date"]
+    one_minute = client.index_templates["cs-aggregates-1m"]
+    assert one_minute["index_patterns"] == ["cs-aggregates-1m-*"]
+    assert one_minute["priority"] > client.index_templates["cs-aggregates"]["priority"]
+    assert one_minute["template"]["settings"] == {"index.lifecycle.name": "cs-aggregates-1m"}
+
+
+def test_without_ilm_the_templates_carry_no_lifecycle() -> None:
+    client = RecordingClient(ilm=False)
+    it.apply(client, ElasticsearchSettings(index_prefix="cs"), SinkSettings())
+    assert client.policies == {}
+    assert set(client.index_templates) == set(
+        it.templates(ElasticsearchSettings(index_prefix="cs"), SinkSettings())
+    )
+    assert all("settings" not in body["template"] for body in client.index_templates.values())
