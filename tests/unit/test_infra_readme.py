@@ -54,7 +54,7 @@ def test_topics_take_the_clusters_replication_factor() -> None:
 
 
 def test_no_standby_is_promised() -> None:
-    assert "table_standby_replicas=0" in (ROOT / "streams" / "app.py").read_text()
+    assert "table_standby_replicas=0" in (ROOT / "streams" / "frame.py").read_text()
     assert not re.search(r"idle standbys?", README)
 
 
