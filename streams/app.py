@@ -71,6 +71,7 @@ class Counters:
     capped: int = 0  # names aggregated under `other` by the per-day cap
     skipped_read: int = 0  # input messages the consumer moved past, read directly
     refetched: int = 0  # times the consumer was sent back to input left at a partition's end
+    redelivered: int = 0  # input delivered again within an assignment, not processed twice
     partials_merged: int = 0
     partials_skipped: int = 0
     partials_too_late: int = 0  # partial windows whose window had already left state
@@ -165,7 +166,10 @@ class StreamPipeline:
 
     async def process_calls(self, event: faust.types.EventT) -> None:
         message = event.message
-        for skipped in await self._input_skipped_before(message.tp, message.offset):
+        holes = await self._input_skipped_before(message.tp, message.offset)
+        if holes is None:
+            return
+        for skipped in holes:
             ts_type, ts_ms = skipped.timestamp()
             timestamp = None if ts_type == TIMESTAMP_NOT_AVAILABLE else ts_ms
             await self._process(
@@ -254,12 +258,15 @@ class StreamPipeline:
 
     # -- input continuity (streams.continuity) -----------------------------------------------------
 
-    async def _input_skipped_before(self, tp: faust.types.TP, offset: int) -> list[Message]:
+    async def _input_skipped_before(self, tp: faust.types.TP, offset: int) -> list[Message] | None:
         """The messages of `tp` from the offset expected next (streams.continuity) to `offset`,
         which the consumer moved past unprocessed (usually none). faust is told they are done, for
         its commits."""
         self.last_input[tp] = time.monotonic()
         hole = self.continuity.deliver(tp, offset, await self._expected_offset(tp))
+        if hole is None:  # processed already since the assignment
+            self.counters.redelivered += 1
+            return None
         if not hole:
             return []
         log.warning(
@@ -344,6 +351,8 @@ class StreamPipeline:
         for event in events:  # a hole may open anywhere in a batch, not only before its first event
             tp, offset = event.message.tp, event.message.offset
             skipped = await self._input_skipped_before(tp, offset)
+            if skipped is None:
+                continue
             by_partition[tp].extend((m.offset(), m.value()) for m in skipped)
             by_partition[tp].append((offset, event.value))
             next_offsets[tp.partition] = offset + 1
@@ -356,10 +365,12 @@ class StreamPipeline:
             await self.deadletter.send(value=encode_dead_letter(letter))
         # Publish first, then record in the changelog: a crash in between re-merges the same
         # partials into the same versions, which the sink treats as already written.
-        for key in sorted(changed):
-            await self._publish(key, self.window_cache[key])
-        for key in sorted(changed):
-            self.windows[key] = self.window_cache[key].to_bytes()
+        # A snapshot of the entries: the recovery timer may run while this batch awaits its sends.
+        entries = [(key, self.window_cache[key]) for key in sorted(changed)]
+        for key, entry in entries:
+            await self._publish(key, entry)
+        for key, entry in entries:
+            self.windows[key] = entry.to_bytes()
         for partition, next_offset in next_offsets.items():
             self.merge_progress[str(partition)] = str(next_offset).encode()
         self.counters.windows_published += len(changed)
@@ -423,14 +434,14 @@ class StreamPipeline:
         self.assigned_at = time.monotonic()  # partitions count as quiet from here, not from the revoke
         self._forget_state_of_others()
         count = 0
-        for key, raw in list(self.windows.items()):
+        for key in list(self.windows.keys()):
+            raw = self.windows.get(key)  # now: the merge agent may have expired it meanwhile
             if raw and key not in self.window_cache:
                 # Into the cache, which is what expiry walks: a recovered window that no partial
                 # touches again must still leave state once its retention is behind.
                 entry = self.window_cache[key] = WindowEntry.from_bytes(raw)
                 await self._publish(key, entry)
                 count += 1
-        self._expire_windows()
         await self.app.producer.flush()
         log.info("windows republished after recovery", windows=count)
 

@@ -39,12 +39,16 @@ class InputContinuity:
         """The offset the next delivered message should have; None before the first delivery."""
         return self.next_delivery.get(partition)
 
-    def deliver(self, partition: Hashable, offset: int, expected: int) -> range:
+    def deliver(self, partition: Hashable, offset: int, expected: int) -> range | None:
         """Record that `offset` was delivered when `expected` was due; returns the offsets skipped
-        before it (empty unless the consumer jumped ahead). A message below `expected` (delivered
-        again, after a seek back) is no hole: the partition simply continues from there."""
+        before it (empty unless the consumer jumped ahead), or None for a message below `expected`:
+        everything below it was processed since the assignment (delivered, or read directly as a
+        hole), so a consumer that delivers it again (seen after a takeover on Apache Kafka and on
+        noida-db) is not followed back; processing it twice would count its events twice."""
+        if offset < expected:
+            return None
         self.next_delivery[partition] = offset + 1
-        return range(expected, offset) if offset > expected else range(0)
+        return range(expected, offset)
 
     def forget(self) -> None:
         """After a revocation: the next assignment starts from the recorded bounds again."""

@@ -23,12 +23,14 @@ def test_a_hole_in_the_middle_of_a_run_is_found() -> None:
     assert continuity.expected("p0") == 16
 
 
-def test_a_message_delivered_again_is_no_hole_and_the_run_continues_from_it() -> None:
+def test_a_message_delivered_again_is_skipped_and_the_run_goes_on_where_it_was() -> None:
     continuity = InputContinuity()
     continuity.deliver("p0", 50, expected=50)
-    assert continuity.deliver("p0", 40, expected=51) == range(0)  # a seek back
-    assert continuity.expected("p0") == 41
-    assert continuity.deliver("p0", 43, expected=41) == range(41, 43)
+    assert continuity.deliver("p0", 40, expected=51) is None  # already processed
+    assert continuity.expected("p0") == 51
+    assert continuity.deliver("p0", 50, expected=51) is None
+    assert continuity.deliver("p0", 51, expected=51) == range(0)
+    assert continuity.deliver("p0", 54, expected=52) == range(52, 54)
 
 
 def test_partitions_are_independent_and_forgotten_on_revocation() -> None:
