@@ -38,9 +38,15 @@ from pydantic import ValidationError
 from callstream import logs
 from callstream.producers.contract import describe_validation_error
 from callstream.producers.deadletter import dead_letter, encode_dead_letter
-from callstream.producers.gateway_log import GatewayTimestamp, LineFormat, line_event_id, line_fields
+from callstream.producers.gateway_log import (
+    GATEWAY_FIELDS,
+    GatewayTimestamp,
+    LineFormat,
+    line_event_id,
+    line_fields,
+)
 from callstream.producers.packing import pack_by_partition
-from callstream.producers.prepare import Policy, build_event, safe_original
+from callstream.producers.prepare import RAW_EVENT_FIELDS, Policy, build_event, contract_fields, safe_original
 from callstream.producers.publisher import describe_error, librdkafka_logger
 from callstream.producers.redaction import scrub
 from callstream.producers.settings import ProducerSettings
@@ -50,6 +56,10 @@ from callstream.settings import KafkaSettings, state_dir
 log = logs.get(__name__)
 
 METADATA_TIMEOUT_S = 10.0
+
+
+LINE_FIELDS = {**RAW_EVENT_FIELDS, **contract_fields(GATEWAY_FIELDS)}
+"""What a bad line's dead letter keeps: the fields of either line format; the rest is dropped, named."""
 
 
 def default_checkpoint(paths: Sequence[Path]) -> Path:
@@ -251,13 +261,14 @@ class Ingestor:
         unit.letters.append(encode_dead_letter(letter))
 
     def _safe_original(self, line: Line) -> Any:
-        """The line as it may leave the process: a JSON object with the privacy option applied and
-        redacted by key and pattern, anything else as bytes (dead_letter scrubs them)."""
+        """The line as it may leave the process: a JSON object cut to the fields of the line formats
+        (safe_original: the rest dropped and named), the privacy option applied and redacted by key
+        and pattern, anything else as bytes (dead_letter scrubs them)."""
         if not line.truncated:
             try:
                 doc = orjson.loads(line.text)
                 if isinstance(doc, dict):
-                    safe = safe_original(doc, self.policy)
+                    safe = safe_original(doc, self.policy, LINE_FIELDS)
                     return line.text if safe == doc else safe  # the exact line when nothing changed
             except Exception:
                 pass

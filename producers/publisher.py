@@ -42,7 +42,7 @@ from callstream import logs
 from callstream.producers.contract import describe_validation_error
 from callstream.producers.deadletter import dead_letter, encode_dead_letter
 from callstream.producers.packing import pack_by_partition
-from callstream.producers.prepare import Policy, build_event, safe_original
+from callstream.producers.prepare import RAW_EVENT_FIELDS, Policy, build_event, safe_original
 from callstream.producers.redaction import ScrubbingFilter, scrub
 from callstream.producers.settings import ProducerSettings
 from callstream.producers.spool import KIND_BATCH, KIND_DEADLETTER, KIND_ITEMS, ClaimedSegment, Spool
@@ -463,7 +463,11 @@ class KafkaPublisher:
             if pending.kind == KIND_BATCH:
                 reason = f"event too large for Kafka: {len(pending.payload)} bytes as a message"
                 letter = dead_letter(
-                    reason, "producer", pending.payload, secrets=frozenset(self.policy.secrets)
+                    reason,
+                    "producer",
+                    pending.payload,
+                    secrets=frozenset(self.policy.secrets),
+                    fields=RAW_EVENT_FIELDS,
                 )
                 self._send(KIND_DEADLETTER, encode_dead_letter(letter), 1, pending.origin)
         if pending.origin is not None:
