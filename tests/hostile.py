@@ -60,6 +60,33 @@ ALL_CANARIES: tuple[str, ...] = (
     f"{M}bearertoken7abc",
 )
 
+# Prompt and response text a gateway logged beside a call: never kept anywhere downstream.
+PROMPT_CANARY = f"{M}prompttext8 tell me everything"
+RESPONSE_CANARY = f"{M}responsetext9 here it is"
+ALL_CANARIES += (PROMPT_CANARY, RESPONSE_CANARY)
+LOGGED_CONVERSATION: dict[str, Any] = {
+    "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": PROMPT_CANARY}],
+    "response": {"role": "assistant", "content": RESPONSE_CANARY},
+}
+# Text from the data that a terminal or a browser could take for markup or a command: every output
+# must show it as written (rich markup, rich links, escape sequences, HTML, plotly's HTML subset).
+MARKUP_TEXT: tuple[str, ...] = (
+    "[/bold]gpt-4.1",
+    "[bold red]gpt[/]",
+    "[link=https://evil.example]click[/link]",
+    "[/]",
+    "[",
+    "\\[bold]",
+    "<!--<script>",
+    "</script><script>alert(1)</script>",
+    "<a href='https://evil.example'>x</a>",
+    "<b>bold</b><br>",
+    "&amp; &lt;",
+    "a\u2028b",
+    ":smile: :red_heart:",
+)
+ESCAPE_SEQUENCES: tuple[str, ...] = ("\x1b[2J\x1b[H", "\x1b]0;owned\x07", "\x9b31m", "a\rb", "\x07\x7f")
+
 EXPENSIVE_MODEL = "claude-opus-4-1"
 TEN_TO_THE_NINE = 10**9
 
