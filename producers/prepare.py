@@ -29,6 +29,7 @@ from callstream.producers.redaction import (
     redact,
     scrub,
     scrub_bounded,
+    sensitive_pair,
     truncate,
 )
 from callstream.producers.settings import PrivacyMode, ProducerSettings
@@ -150,9 +151,15 @@ def _private_user_id(value: Any, policy: Policy) -> Any:
     return _private(value, policy.user_id_mode, policy.hash_key)
 
 
+def _pair_hidden(value: Mapping[Any, Any]) -> Mapping[Any, Any]:
+    """`{"name": "x-api-key", "value": ...}` with its value redacted (flattened, `value` alone would
+    not say it is a credential); any other object as it is."""
+    return {**value, "value": REDACTED} if sensitive_pair(value) else value
+
+
 def _flatten(value: Mapping[Any, Any]) -> Iterator[tuple[str, Any]]:
     """(`a.b.c`, scalar) pairs in order, without recursion; deeper than MAX_METADATA_DEPTH, a marker."""
-    stack: list[tuple[str, Iterator[tuple[Any, Any]]]] = [("", iter(value.items()))]
+    stack: list[tuple[str, Iterator[tuple[Any, Any]]]] = [("", iter(_pair_hidden(value).items()))]
     while stack:
         prefix, items = stack[-1]
         entry = next(items, None)
@@ -165,7 +172,7 @@ def _flatten(value: Mapping[Any, Any]) -> Iterator[tuple[str, Any]]:
             if len(stack) >= MAX_METADATA_DEPTH:
                 yield name, TOO_DEEP_VALUE
             else:
-                stack.append((name + ".", iter(item.items())))
+                stack.append((name + ".", iter(_pair_hidden(item).items())))
         else:
             yield name, item
 

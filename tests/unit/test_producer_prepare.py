@@ -439,3 +439,15 @@ def test_a_body_the_caller_set_in_metadata_is_scrubbed_and_bounded_like_a_record
     body = wire["metadata"]["request_body"]
     assert "hunter2" not in body and "sk-proj-abc" not in body and len(body) == 64
     assert wire["metadata"]["response_body"] == "the answer"
+
+
+def test_a_header_pair_in_metadata_hides_its_value_once_flattened() -> None:
+    clean = sanitize_metadata(
+        {
+            "header": {"name": "x-api-key", "value": "hk-0123456"},
+            "list": [{"name": "Cookie", "value": "c=1"}],
+        },
+        Policy(),
+    )
+    assert clean["header.name"] == "x-api-key" and clean["header.value"] == REDACTED
+    assert "c=1" not in str(clean["list"]) and REDACTED in str(clean["list"])
