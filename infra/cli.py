@@ -10,6 +10,7 @@ from callstream.infra import local_servers
 from callstream.infra.demo import DEMO_DATA_DIR, render, run_demo
 from callstream.infra.setup import setup
 from callstream.literal import data_console
+from callstream.producers.settings import ProducerSettings
 from callstream.settings import ElasticsearchSettings, KafkaSettings
 
 local_app = typer.Typer(
@@ -70,6 +71,9 @@ def setup_command(partitions: int = typer.Option(6, help="Partitions per topic")
     """Create topics and index templates on the configured (possibly external) Kafka and Elasticsearch."""
     setup(KafkaSettings(), ElasticsearchSettings(), partitions)
     typer.echo("topics and index templates are in place")
+    typer.echo("what producers configured like this shell keep (see docs/producer.md, Privacy):")
+    for line in ProducerSettings().privacy_summary():
+        typer.echo(f"  {line}")
 
 
 def demo(

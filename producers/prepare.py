@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -32,7 +33,7 @@ from callstream.producers.redaction import (
     sensitive_pair,
     truncate,
 )
-from callstream.producers.settings import PrivacyMode, ProducerSettings
+from callstream.producers.settings import PrivacyMode, ProducerSettings, UserIdMode
 
 TRUNCATED_SUFFIX = TRUNCATED
 METADATA_TRUNCATED_KEY = "callstream.truncated"
@@ -70,6 +71,26 @@ _TEXT_FIELDS = (
     "session_id",
 )
 CLIENT_IP_KEY = "client_ip"
+IP_KEYS = frozenset(
+    {
+        "ip", "ipaddr", "ipaddress", "clientip", "clientipaddress", "clientaddr", "clientaddress",
+        "remoteip", "remoteaddr", "remoteaddress", "sourceip", "srcip", "userip", "peerip", "originip",
+        "xforwardedfor", "forwardedfor", "forwarded", "xrealip", "realip", "cfconnectingip",
+        "trueclientip", "xclientip", "xoriginalforwardedfor",
+    }
+)  # fmt: skip
+"""Metadata keys (their last part, lower case, without separators) that hold an IP address: all
+follow the client_ip privacy option."""
+_NOT_ALNUM = re.compile(r"[^a-z0-9]")
+EMAIL = re.compile(r"[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+")
+USER_ID_MARKER_KEY = "callstream.user_id"
+USER_ID_DROPPED = "an e-mail address, dropped: set CALLSTREAM_PRODUCER_PRIVACY_HASH_KEY to keep a pseudonym"
+
+
+def is_ip_key(key: str) -> bool:
+    """Whether a (flattened) metadata key names an IP address: `client_ip`, `ip_address`,
+    `clientIp`, `x-forwarded-for`, `X-Real-IP`, `req.ip`, ..."""
+    return _NOT_ALNUM.sub("", key.rsplit(".", 1)[-1].lower()) in IP_KEYS
 
 
 @dataclass(frozen=True)
@@ -84,7 +105,7 @@ class Policy:
     service_name: str | None = None
     environment: str | None = None
     secrets: tuple[str, ...] = ()
-    user_id_mode: PrivacyMode = "keep"
+    user_id_mode: UserIdMode = "hash_email"
     client_ip_mode: PrivacyMode = "keep"
     hash_key: bytes | None = field(default=None, repr=False)
 
@@ -148,7 +169,14 @@ def _private(value: Any, mode: PrivacyMode, key: bytes | None) -> Any:
 
 
 def _private_user_id(value: Any, policy: Policy) -> Any:
-    return _private(value, policy.user_id_mode, policy.hash_key)
+    """The user id as the privacy option wants it; under `hash_email`, one holding an e-mail
+    address is pseudonymised (or dropped, without a key) and any other kept."""
+    mode = policy.user_id_mode
+    if mode == "hash_email":
+        if value is None or not EMAIL.search(str(value)):
+            return value
+        return pseudonym(str(value), policy.hash_key) if policy.hash_key else None
+    return _private(value, mode, policy.hash_key)
 
 
 def _pair_hidden(value: Mapping[Any, Any]) -> Mapping[Any, Any]:
@@ -220,7 +248,7 @@ def sanitize_metadata(
             value = _scalar(raw_value)
             if isinstance(value, str):
                 value = scrub_bounded(value, policy.metadata_value_max_chars, policy.secrets)
-            if key.rsplit(".", 1)[-1].lower() == CLIENT_IP_KEY:
+            if is_ip_key(key):
                 if policy.client_ip_mode == "drop":
                     continue
                 value = _private(value, policy.client_ip_mode, policy.hash_key)
@@ -291,7 +319,13 @@ def build_event(item: Mapping[str, Any], policy: Policy) -> dict[str, Any]:
         if isinstance(value, str):
             fields[key] = scrub_bounded(value, MAX_FIELD_CHARS, policy.secrets)
     if "user_id" in fields:
-        fields["user_id"] = _private_user_id(fields["user_id"], policy)
+        user = _private_user_id(fields["user_id"], policy)
+        if user is None and fields["user_id"] is not None and policy.user_id_mode == "hash_email":
+            metadata = fields.get("metadata") or {}
+            # (a full metadata already says it was cut; one that is no object is refused anyway)
+            if isinstance(metadata, Mapping) and len(metadata) < MAX_METADATA_KEYS:
+                fields["metadata"] = {**metadata, USER_ID_MARKER_KEY: USER_ID_DROPPED}
+        fields["user_id"] = user
     if policy.service_name and not fields.get("service_name"):
         fields["service_name"] = policy.service_name
     if policy.environment and not fields.get("environment"):

@@ -451,3 +451,38 @@ def test_a_header_pair_in_metadata_hides_its_value_once_flattened() -> None:
     )
     assert clean["header.name"] == "x-api-key" and clean["header.value"] == REDACTED
     assert "c=1" not in str(clean["list"]) and REDACTED in str(clean["list"])
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["ip", "IP", "ip_address", "client_ip", "clientIp", "x-forwarded-for", "X-Forwarded-For", "x-real-ip",
+     "X-Real-IP", "remote_addr", "req.clientIP", "cf-connecting-ip"],
+)  # fmt: skip
+def test_every_ip_like_key_follows_the_client_ip_option(key: str) -> None:
+    metadata = {key: "203.0.113.7", "zip": "12345", "tip": "x"}
+    assert sanitize_metadata(metadata, Policy(client_ip_mode="drop")) == {"zip": "12345", "tip": "x"}
+    hashed = sanitize_metadata(metadata, Policy(client_ip_mode="hash", hash_key=b"k"))
+    assert hashed[key] == pseudonym("203.0.113.7", b"k")
+    assert sanitize_metadata(metadata, Policy())[key] == "203.0.113.7"  # kept by default, as documented
+
+
+def test_an_e_mail_in_user_id_is_pseudonymised_by_default_and_kept_only_when_asked() -> None:
+    mail = "Alice.Smith+llm@example.co.uk"
+    keyed = build_event(item(user_id=mail), Policy(hash_key=b"k"))
+    assert keyed["user_id"] == pseudonym(mail, b"k")
+    assert build_event(item(user_id="user-42"), Policy(hash_key=b"k"))["user_id"] == "user-42"
+    keyless = build_event(item(user_id=f"tenant/{mail}"), Policy())
+    assert "user_id" not in keyless and "example.co.uk" not in str(keyless)
+    assert keyless["metadata"]["callstream.user_id"].startswith("an e-mail address, dropped")
+    assert build_event(item(user_id=mail), Policy(user_id_mode="keep"))["user_id"] == mail
+    assert ProducerSettings().user_id_mode == "hash_email"
+    assert safe_original({"user_id": mail}, Policy(hash_key=b"k"))["user_id"] == pseudonym(mail, b"k")
+
+
+def test_the_privacy_summary_says_what_is_kept() -> None:
+    lines = ProducerSettings().privacy_summary()
+    assert lines[0].startswith("user_id: kept, except one holding an e-mail address: dropped")
+    assert "x-forwarded-for" in lines[1] and "kept as given" in lines[1]
+    assert "never recorded" in lines[2]
+    hashed = ProducerSettings(client_ip_mode="drop", privacy_hash_key="k" * 32, record_bodies=True)  # type: ignore[arg-type]
+    assert "keyed pseudonym" in hashed.privacy_summary()[0] and "dropped" in hashed.privacy_summary()[1]
