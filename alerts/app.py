@@ -58,7 +58,7 @@ from callstream.producers.deadletter import dead_letter, encode_dead_letter
 from callstream.producers.prepare import Fields, contract_fields
 from callstream.settings import KafkaSettings
 from callstream.streams import faust_surface
-from callstream.streams.connection import faust_broker_settings
+from callstream.streams.connection import faust_broker_settings, faust_datadir
 from callstream.streams.contract import WindowAggregate
 
 log = logs.get(__name__)
@@ -594,13 +594,12 @@ def create_app(
     settings = config.settings
     kafka = kafka or KafkaSettings()
     metrics = metrics or Metrics("alert")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         **faust_broker_settings(kafka),
         broker_client_id=kafka.client_id,
         store="memory://",
-        datadir=str(settings.data_dir / f"{settings.app_id}-data"),
+        datadir=faust_datadir(settings.data_dir, settings.app_id),
         processing_guarantee="at_least_once",
         topic_partitions=settings.partitions,
         topic_replication_factor=1,

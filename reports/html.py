@@ -19,6 +19,7 @@ import orjson
 from callstream.errors import require
 from callstream.reports.model import Report
 from callstream.reports.terminal import BUDGET_COLUMNS, budget_cells, count, group_cost, money, ms, pct
+from callstream.settings import ensure_private_dir
 
 go = require("report", "plotly.graph_objects")
 pio = require("report", "plotly.io")
@@ -302,9 +303,10 @@ def render_html(report: Report) -> str:
 
 
 def write_html(report: Report, path: Path) -> Path:
-    """The page at `path`, readable by its owner only (0600: it holds user ids and costs); a new
-    parent directory is made 0700."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """The page at `path`, readable by its owner only (0600: it holds user ids and costs); missing
+    parent directories are made 0700."""
+    if not path.parent.exists():
+        ensure_private_dir(path.parent)
     page = render_html(report).encode("utf-8")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:

@@ -47,7 +47,7 @@ from callstream.settings import KafkaSettings
 from callstream.streams import faust_surface
 from callstream.streams.catalogue import load_catalogue
 from callstream.streams.clock import PartitionClock, publication_ms
-from callstream.streams.connection import faust_broker_settings
+from callstream.streams.connection import faust_broker_settings, faust_datadir
 from callstream.streams.continuity import EndOfPartitionCheck, InputContinuity, first_expected
 from callstream.streams.dedup import DedupIndex
 from callstream.streams.keycap import KeyCap, parse_slot_key, slot_key
@@ -509,13 +509,12 @@ def create_app(
     settings = settings or StreamSettings()
     kafka = kafka or KafkaSettings()
     app_id = settings.app_id if not settings.generation else f"{settings.app_id}-g{settings.generation}"
-    settings.data_dir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     app = faust.App(
         app_id,
         **faust_broker_settings(kafka),
         broker_client_id=kafka.client_id,
         store="memory://",
-        datadir=str(settings.data_dir / f"{app_id}-data"),
+        datadir=faust_datadir(settings.data_dir, app_id),
         processing_guarantee="at_least_once",
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
