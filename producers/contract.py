@@ -114,10 +114,9 @@ class RawCallEvent(BaseModel):
     @field_validator("metadata")
     @classmethod
     def _metadata_without_controls(cls, value: dict[str, MetadataValue]) -> dict[str, MetadataValue]:
-        if not any(
-            CONTROL_CHARACTERS.search(key) or (isinstance(item, str) and CONTROL_CHARACTERS.search(item))
-            for key, item in value.items()
-        ):
+        # one scan of all the text (most metadata has no control character): keys, then string values
+        text = "".join(value) + "".join([item for item in value.values() if isinstance(item, str)])
+        if CONTROL_CHARACTERS.search(text) is None:
             return value
         return {
             CONTROL_CHARACTERS.sub(REPLACEMENT, key): without_controls(item)
