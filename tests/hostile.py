@@ -115,6 +115,13 @@ MARKUP_TEXT: tuple[str, ...] = (
     "a\u2028b",
     ":smile: :red_heart:",
 )
+# Model names as the stream keeps them (lower case, no `provider/` prefix), so that the report's
+# keys are still markup, a link and HTML.
+MARKUP_MODELS: tuple[str, ...] = (
+    "[bold red]gpt-4.1",
+    "[link=https:evil.example]gpt",
+    "<img src=x onerror=alert(1)>",
+)
 ESCAPE_SEQUENCES: tuple[str, ...] = ("\x1b[2J\x1b[H", "\x1b]0;owned\x07", "\x9b31m", "a\rb", "\x07\x7f")
 
 EXPENSIVE_MODEL = "claude-opus-4-1"
@@ -238,9 +245,12 @@ def hostile_events() -> list[HostileEvent]:
             ),
             EVENT,
         ),
-        HostileEvent("model named as markup", valid_event(26, request_model=MARKUP_TEXT[0]), EVENT),
-        HostileEvent("model named as a link", valid_event(27, request_model=MARKUP_TEXT[2]), EVENT),
-        HostileEvent("model named as HTML", valid_event(28, request_model=MARKUP_TEXT[7]), EVENT),
+        HostileEvent("model named as markup", valid_event(26, request_model=MARKUP_MODELS[0]), EVENT),
+        HostileEvent("model named as a link", valid_event(27, request_model=MARKUP_MODELS[1]), EVENT),
+        HostileEvent("model named as HTML", valid_event(28, request_model=MARKUP_MODELS[2]), EVENT),
+        HostileEvent(
+            "model closing markup it never opened", valid_event(35, request_model=MARKUP_TEXT[0]), EVENT
+        ),
         HostileEvent("model with a C1 escape", valid_event(29, request_model="gpt\x9b31m"), DEAD),
         HostileEvent(
             "error message with escape sequences",

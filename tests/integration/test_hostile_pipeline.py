@@ -30,7 +30,7 @@ from callstream.producers.publisher import KafkaPublisher
 from callstream.producers.settings import ProducerSettings
 from callstream.settings import ElasticsearchSettings
 from tests.ground_truth import compare, expected_windows
-from tests.hostile import EVENT, MARKUP_TEXT, _dumps, canaries_in, hostile_events, raw_events
+from tests.hostile import EVENT, MARKUP_MODELS, _dumps, canaries_in, hostile_events, raw_events
 from tests.pipeline import Pipeline, latest_aggregates, new_pipeline, read_topic, wait_for
 
 DEFAULT_MAX_AGE_MS = str(30 * 86_400_000)  # the stream's default bounds, not the test harness's history
@@ -218,8 +218,8 @@ def assert_reports_literal(pipeline: Pipeline, tmp_path: Path) -> None:
 
     parsed = orjson.loads(report("--format", "json"))
     keys = [m["key"] for m in parsed["models"]]
-    marked = [k for k in keys if any(text in k for text in MARKUP_TEXT)]
-    assert len(marked) == 3, keys  # the three models named as markup, a link and HTML
+    marked = [k for k in keys if k in MARKUP_MODELS]
+    assert len(marked) == len(MARKUP_MODELS), keys  # the models named as markup, a link and HTML
     table = report("--format", "table", "--html", str(page))
     csv_text = report("--format", "csv")
     html_text = page.read_text()
