@@ -55,10 +55,14 @@ from callstream.alerts.state import RECORD, AlertState, Delivery, step
 from callstream.alerts.watch import PartitionLag, Sampler, lag_sample
 from callstream.metrics import Metrics
 from callstream.producers.deadletter import dead_letter, encode_dead_letter
+from callstream.producers.prepare import Fields, contract_fields
 from callstream.settings import KafkaSettings
+from callstream.streams.contract import WindowAggregate
 from callstream.streams.frame import byte_table, forget_unowned, worker_app
 
 log = logs.get(__name__)
+AGGREGATE_FIELDS = contract_fields(objects=WindowAggregate.model_fields)
+"""What an unreadable aggregate's dead letter keeps of it."""
 
 
 @dataclass
@@ -232,7 +236,11 @@ class AlertWorker:
                 updates = updates_from_aggregate(orjson.loads(event.value), at_ms, routing)
             except (orjson.JSONDecodeError, InvalidAggregate) as exc:
                 await self._dead_letter(
-                    f"unreadable aggregate update: {exc}", "alert.route", event.value, message
+                    f"unreadable aggregate update: {exc}",
+                    "alert.route",
+                    event.value,
+                    message,
+                    fields=AGGREGATE_FIELDS,
                 )
                 continue
             for update in updates:
@@ -557,7 +565,9 @@ class AlertWorker:
                 state.outbox.append(Delivery(event["event_id"], RECORD, due_ms=0))
         return encode_dead_letter(letter)
 
-    async def _dead_letter(self, reason: str, stage: str, original: Any, message: Any) -> None:
+    async def _dead_letter(
+        self, reason: str, stage: str, original: Any, message: Any, fields: Fields | None = None
+    ) -> None:
         letter = dead_letter(
             reason,
             stage,
@@ -565,6 +575,7 @@ class AlertWorker:
             source_topic=message.topic,
             source_partition=message.partition,
             source_offset=message.offset,
+            fields=fields,
         )
         await self.deadletter_topic.send(value=encode_dead_letter(letter), force=True)
         self.counters.dead_letters += 1

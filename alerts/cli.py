@@ -17,10 +17,10 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from callstream import logs
 from callstream.errors import CallstreamError
+from callstream.literal import DataTable, data_console, escaped
 from callstream.settings import ElasticsearchSettings, KafkaSettings
 
 alert_app = typer.Typer(
@@ -76,7 +76,7 @@ def check(ctx: typer.Context) -> None:
     """Validate the rules and budgets files (and the receivers they need) without starting anything."""
     config = _config(ctx.obj["rules"], ctx.obj["budgets"])
     console = _console()
-    table = Table(title=f"alert rules (days and months in {config.budgets.timezone})")
+    table = DataTable(title=f"alert rules (days and months in {config.budgets.timezone})")
     for column in ("rule", "type", "severity", "notifies"):
         table.add_column(column)
     for rule in config.rules.rules:
@@ -86,7 +86,8 @@ def check(ctx: typer.Context) -> None:
         scope = "all calls" if budget.scope == "all" else f"{budget.scope}={budget.key}"
         levels = "/".join(f"{level:g}" for level in budget.warn_at_percent)
         console.print(
-            f"budget {budget.name}: {budget.amount_usd:,.2f} USD per {budget.period}, {scope}, {levels}%"
+            f"budget {escaped(budget.name)}: {budget.amount_usd:,.2f} USD per {budget.period}, "
+            f"{escaped(scope)}, {levels}%"
         )
 
 
@@ -110,7 +111,7 @@ def list_alerts(
     events = recent_events(es_settings, start)
     console = _console()
     open_alerts = open_from(events)
-    table = Table(title=f"open alerts ({len(open_alerts)})")
+    table = DataTable(title=f"open alerts ({len(open_alerts)})")
     for column in ("fired at", "severity", "rule", "for", "value", "threshold", "message"):
         table.add_column(column, overflow="fold")
     for event in open_alerts:
@@ -124,7 +125,7 @@ def list_alerts(
             event["message"],
         )
     console.print(table)
-    recent = Table(
+    recent = DataTable(
         title=f"alert events since {start.isoformat(timespec='seconds')} ({len(events)}; newest first)"
     )
     for column in ("at", "kind", "rule", "for", "notified", "message"):
@@ -209,7 +210,7 @@ def silences(all_: bool = typer.Option(False, "--all", help="Also the silences t
     from callstream.alerts.silences import read_all
 
     now = datetime.now(UTC)
-    table = Table(title="silences")
+    table = DataTable(title="silences")
     for column in ("id", "rule", "key", "from", "until", "by", "comment"):
         table.add_column(column)
     for s in read_all(KafkaSettings()).all():
@@ -228,7 +229,7 @@ def silences(all_: bool = typer.Option(False, "--all", help="Also the silences t
 
 def _console() -> Console:
     """Tables fit the terminal; in a pipe they are not cut to 80 columns."""
-    return Console() if Console().is_terminal else Console(width=200)
+    return data_console() if data_console().is_terminal else data_console(width=200)
 
 
 def _user() -> str:

@@ -8,6 +8,7 @@ environment configures both kinds of alerting.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -16,6 +17,18 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from callstream.alerts.rules import DEFAULT_RULES_FILE
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether `host` is this machine (localhost, 127.0.0.0/8, ::1): traffic that never leaves it."""
+    if not host:
+        return False
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class AlertSettings(BaseSettings):
@@ -56,6 +69,17 @@ class AlertSettings(BaseSettings):
     smtp_starttls: bool = Field(default=True, description="Without smtp_secure: require STARTTLS")
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
+    # Credentials in clear over the network are refused at start unless allowed here, by name.
+    allow_http_webhook_credentials: bool = Field(
+        default=False,
+        description="Accept an http:// webhook that carries credentials (an Authorization header, a "
+        "user:password, a Slack webhook's secret path) to a host other than loopback",
+    )
+    allow_smtp_login_without_tls: bool = Field(
+        default=False,
+        description="Accept an SMTP login (smtp_username) without smtp_secure or smtp_starttls to a "
+        "host other than loopback",
+    )
 
     # Delivery.
     delivery_timeout_s: float = Field(default=10.0, gt=0)
@@ -81,7 +105,40 @@ class AlertSettings(BaseSettings):
         if self.email_to and any(not v for v in parts.values()):
             missing = [f"CALLSTREAM_ALERT_{k}" for k, v in parts.items() if not v]
             raise ValueError(f"e-mail alerts are half configured: set {', '.join(missing)} too")
+        for problem in self.transport_problems():
+            raise ValueError(problem)
         return self
+
+    def transport_problems(self) -> list[str]:
+        """Why the receivers would send credentials in clear (empty when they would not)."""
+        problems: list[str] = []
+        if not self.allow_http_webhook_credentials:
+            carried = [
+                ("CALLSTREAM_ALERT_WEBHOOK_URL", self.webhook_url, self.webhook_authorization is not None)
+            ]
+            carried.append(("CALLSTREAM_ALERT_SLACK_WEBHOOK_URL", self.slack_webhook_url, True))
+            carried += [
+                (f"CALLSTREAM_ALERT_SLACK_WEBHOOK_URLS[{channel}]", url, True)
+                for channel, url in self.slack_webhook_urls.items()
+            ]
+            for name, url, with_credentials in carried:
+                parts = urlsplit(url.get_secret_value()) if url is not None else None
+                if parts is None or parts.scheme.lower() != "http" or is_loopback(parts.hostname):
+                    continue
+                if with_credentials or parts.username or parts.password:
+                    problems.append(
+                        f"{name} is http:// to {parts.hostname} and carries credentials, which would "
+                        "travel in clear: use https://, or set "
+                        "CALLSTREAM_ALERT_ALLOW_HTTP_WEBHOOK_CREDENTIALS=true to accept it"
+                    )
+        login = self.smtp_username and not (self.smtp_secure or self.smtp_starttls)
+        if login and not self.allow_smtp_login_without_tls and not is_loopback(self.smtp_host):
+            problems.append(
+                f"the SMTP login to {self.smtp_host} would be sent in clear (CALLSTREAM_ALERT_SMTP_STARTTLS "
+                "is false and CALLSTREAM_ALERT_SMTP_SECURE is not set): enable one of them, or set "
+                "CALLSTREAM_ALERT_ALLOW_SMTP_LOGIN_WITHOUT_TLS=true to accept it"
+            )
+        return problems
 
     @property
     def recipients(self) -> list[str]:

@@ -7,6 +7,7 @@ high watermarks correctly.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -17,6 +18,8 @@ import typer
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from callstream.settings import KafkaSettings
+
+C1_AND_DEL = re.compile(r"[\x7f-\x9f]")
 
 
 def reader_consumer(kafka: KafkaSettings, name: str = "reader") -> Consumer:
@@ -129,6 +132,12 @@ def iter_until_idle(
         consumer.close()
 
 
+def json_line(value: object) -> str:
+    """`value` as one JSON line a terminal prints literally: JSON escapes C0 control characters
+    itself; DEL and C1 (CSI, OSC, ... in 8-bit form) are escaped here too."""
+    return C1_AND_DEL.sub(lambda m: f"\\u{ord(m.group()):04x}", orjson.dumps(value).decode())
+
+
 def read_command(
     topic: str = typer.Argument(
         ..., help="Logical topic name (calls.raw, calls.deadletter, ...); the prefix is added"
@@ -146,7 +155,7 @@ def read_command(
         except orjson.JSONDecodeError:
             shown = value.decode("utf-8", "replace")
         line = {"partition": message.partition(), "offset": message.offset(), "value": shown}
-        typer.echo(orjson.dumps(line).decode())
+        typer.echo(json_line(line))
         if max_messages and count >= max_messages:
             break
 

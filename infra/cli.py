@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from callstream.infra import local_servers
 from callstream.infra.demo import DEMO_DATA_DIR, render, run_demo
 from callstream.infra.setup import setup
+from callstream.literal import data_console
+from callstream.producers.settings import ProducerSettings
 from callstream.settings import ElasticsearchSettings, KafkaSettings
 
 local_app = typer.Typer(
@@ -80,6 +81,9 @@ def setup_command(
     count = partitions if partitions is not None else StreamSettings().partitions
     setup(KafkaSettings(), ElasticsearchSettings(), count)
     typer.echo(f"topics ({count} partitions) and index templates are in place")
+    typer.echo("what producers configured like this shell keep (see docs/producer.md, Privacy):")
+    for line in ProducerSettings().privacy_summary():
+        typer.echo(f"  {line}")
 
 
 def demo(
@@ -89,9 +93,9 @@ def demo(
     data_dir: Path = typer.Option(DEMO_DATA_DIR, help="Where the demo's local servers keep their data"),
 ) -> None:
     """The main job end to end: local servers, load generator, stream and sink workers, per-model table."""
-    console = Console()
+    console = data_console()
     if not console.is_terminal:
-        console = Console(width=120)  # the table is wider than a pipe's default 80 columns
+        console = data_console(width=120)  # the table is wider than a pipe's default 80 columns
     try:
         report = run_demo(
             events=events, keep_servers=keep_servers, data_dir=data_dir, console=console, engine=engine

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from callstream import topics
 from callstream.alerts.receiver import WebhookReceiver
 from callstream.infra import local_servers
 from callstream.infra.processes import start_worker, stop_process
 from callstream.infra.setup import setup
+from callstream.literal import DataTable, data_console
 from callstream.producers import synthetic
 from callstream.producers.contract import RawCallEvent
 from callstream.producers.loadgen import publish
@@ -102,7 +102,7 @@ def run_demo(
     console: Console | None = None,
     engine: str = local_servers.DEFAULT_ENGINE,
 ) -> DemoReport:
-    console = console or Console(stderr=True)
+    console = console or data_console(stderr=True)
     started = time.monotonic()
     srv = local_servers.up(
         data_dir, local_servers.free_port(), local_servers.free_port(), fresh=True, engine_name=engine
@@ -223,7 +223,7 @@ def _wait_for_text(path: Path, text: str, process: subprocess.Popen[bytes], time
 
 
 def render(report: DemoReport, console: Console) -> None:
-    table = Table(title="LLM calls per model (read back from Elasticsearch)")
+    table = DataTable(title="LLM calls per model (read back from Elasticsearch)")
     for column in (
         "model",
         "requests",
@@ -253,7 +253,7 @@ def render(report: DemoReport, console: Console) -> None:
         f"{report.call_docs:,} calls, {report.aggregate_docs:,} window aggregates, "
         f"{report.deadletter_docs} dead letters"
     )
-    alerts = Table(
+    alerts = DataTable(
         title="alerts received by the webhook (default rules; callstream alert list shows them too)"
     )
     for column in ("received", "severity", "alert"):

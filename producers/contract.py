@@ -34,14 +34,16 @@ from pydantic import (
 )
 
 from callstream.durations import DAY_MS
+from callstream.literal import CONTROL_CHARACTERS, REPLACEMENT, without_controls
 
 SCHEMA_VERSION: Literal[1] = 1
 MAX_ERROR_MESSAGE_CHARS = 2048
 MAX_METADATA_KEYS = 64
 MAX_TOKENS = 10**9  # per call; far above any real context window, far below int64 overflow in sums
 
-# Control characters would corrupt document ids, index names, logs and terminal tables.
-NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"
+# Control characters (C0, DEL, C1) would corrupt document ids, index names, logs and terminal
+# tables: refused in names and ids, replaced (by U+FFFD) in error messages and metadata.
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f-\x9f]*$"
 Name = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=256, pattern=NO_CONTROL_CHARACTERS),
@@ -103,6 +105,25 @@ class RawCallEvent(BaseModel):
         default=None, ge=0, le=MAX_REPORTED_COST_USD, description="Cost the source reported, if any"
     )
     metadata: dict[str, MetadataValue] = Field(default_factory=dict, max_length=MAX_METADATA_KEYS)
+
+    @field_validator("error_message")
+    @classmethod
+    def _message_without_controls(cls, value: str | None) -> str | None:
+        return None if value is None else without_controls(value)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_without_controls(cls, value: dict[str, MetadataValue]) -> dict[str, MetadataValue]:
+        # one scan of all the text (most metadata has no control character): keys, then string values
+        text = "".join(value) + "".join([item for item in value.values() if isinstance(item, str)])
+        if CONTROL_CHARACTERS.search(text) is None:
+            return value
+        return {
+            CONTROL_CHARACTERS.sub(REPLACEMENT, key): without_controls(item)
+            if isinstance(item, str)
+            else item
+            for key, item in value.items()
+        }
 
     @field_validator("event_time")
     @classmethod
@@ -172,7 +193,13 @@ def describe_validation_error(error: ValidationError) -> str:
     parts = []
     for item in error.errors(include_url=False, include_input=False):
         loc = ".".join(str(p) for p in item["loc"]) or "event"
-        parts.append(f"{loc}: {item['msg']}")
+        if (
+            item["type"] == "string_pattern_mismatch"
+            and item.get("ctx", {}).get("pattern") == NO_CONTROL_CHARACTERS
+        ):
+            parts.append(f"{loc}: control characters (C0, DEL, C1: escape sequences) are not allowed")
+        else:
+            parts.append(f"{loc}: {item['msg']}")
     return "; ".join(parts)
 
 

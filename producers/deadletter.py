@@ -7,17 +7,24 @@ raising, is bounded in size (the original cut to `MAX_ORIGINAL_CHARS`, the reaso
 `MAX_REASON_CHARS`; a huge original is never decoded whole), carries no secret (a JSON original is
 redacted by key and pattern with `redaction.redact`, any other text is scrubbed with
 `redaction.scrub`, and so is the reason), and always encodes.
+
+A stage that knows the contract of its input passes its fields (`fields=`): a JSON original then
+keeps only those, its metadata scrubbed and bounded, and every other field is dropped and named
+under `callstream.dropped` (prepare.known_fields_only), so that a prompt or a response logged
+beside an event is never kept, indexed or searchable.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, Field
 
+from callstream.producers.prepare import Fields, Policy, known_fields_only
 from callstream.producers.redaction import (
     SCRUB_MARGIN_CHARS,
     redact,
@@ -121,16 +128,19 @@ def dead_letter(
     source_line: int | None = None,
     secrets: frozenset[str] = frozenset(),
     detected_at: datetime | None = None,
+    fields: Fields | None = None,
 ) -> dict[str, Any]:
     """A dead letter (the `DeadLetter` shape, as a JSON-ready dict). Never raises on any input.
 
-    A JSON original (a dict or list, or text/bytes holding one) is redacted by key and pattern; when
-    nothing needed redacting, text keeps its exact original form."""
+    A JSON original (a dict or list, or text/bytes holding one) is cut to `fields` when given (each
+    object of a batch alike), then redacted by key and pattern; when nothing needed changing, text
+    keeps its exact original form."""
     text = original_text(original)
     size = _size(original, text)
     structured = _structured(original)
     if structured is not None:
-        clean = redact(structured, secrets)
+        known = _known(structured, fields, secrets) if fields is not None else structured
+        clean = redact(known, secrets)
         if clean != structured or not isinstance(original, str | bytes | bytearray | memoryview):
             text = original_text(clean)
     head_only = len(text) >= TEXT_CAP_CHARS
@@ -150,6 +160,24 @@ def dead_letter(
         "source_line": source_line,
         "detected_at": _iso(detected_at or datetime.now(UTC)),
     }
+
+
+def _known(structured: Any, fields: Fields, secrets: frozenset[str]) -> Any:
+    """A JSON original with only the contract's fields in each object (of a batch, each item)."""
+    policy = Policy(secrets=tuple(secrets))
+    try:
+        if isinstance(structured, Mapping):
+            return known_fields_only(structured, fields, policy)
+        return [
+            known_fields_only(item, fields, policy)
+            if isinstance(item, Mapping)
+            else item
+            if item is None or isinstance(item, str | bool | int | float)
+            else f"[{type(item).__name__} dropped]"
+            for item in structured
+        ]
+    except Exception:  # never raise: an original that cannot be cut is left out rather than kept
+        return "[original could not be cut to its contract's fields; left out]"
 
 
 def _encodable(text: str) -> str:

@@ -27,6 +27,13 @@ LineFormat = Literal["auto", "gateway", "callstream"]
 GatewayTimestamp = Literal["end", "start"]
 
 GATEWAY_KEYS = frozenset({"log_id", "response_time_ms", "request_tokens"})
+GATEWAY_FIELDS = frozenset(
+    {
+        "log_id", "timestamp", "model", "endpoint", "request_tokens", "response_tokens", "total_tokens",
+        "response_time_ms", "status_code", "error_message", "cost_usd", "session_id", "user_id",
+    }
+)  # fmt: skip
+"""The gateway client format's fields (and `metadata`): all its dead letters keep of a line."""
 TOTAL_TOKENS_KEY = "gateway.total_tokens"
 _OPERATION_BY_PATH = (
     ("/embeddings", "embeddings"),

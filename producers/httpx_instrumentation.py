@@ -9,7 +9,8 @@ server-sent-event stream, from the chunk that carries it; the first data chunk g
 first token. A timeout or connection error, raised when sending or while reading the body, is
 recorded and re-raised unchanged. Parsing the request (model) and the response (usage) happens
 on the publisher's thread. Headers (Authorization, api-key) are never recorded; their values are
-registered as secrets to scrub (the policy keeps the 64 most recent). A successful response
+kept with the call's event as secrets to scrub from it (CallContext.add_secrets), however many
+other calls (other tenants' keys) come in between. A successful response
 whose usage cannot be read (no usage in the JSON, a body that is not JSON or too large to parse,
 a stream without its usage chunk or closed early) is recorded with `usage="missing"`.
 """
@@ -43,7 +44,14 @@ _OPERATION_BY_PATH = (
     ("/responses", "chat"),
     ("/messages", "chat"),
 )
-_SECRET_HEADERS = ("authorization", "api-key", "x-api-key", "x-goog-api-key")
+_SECRET_HEADERS = (
+    "authorization",
+    "api-key",
+    "x-api-key",
+    "x-goog-api-key",
+    "ocp-apim-subscription-key",
+    "x-functions-key",
+)
 
 
 def _begin(recorder: CallRecorder, request: httpx.Request, defaults: dict[str, Any]) -> CallContext:
@@ -54,15 +62,17 @@ def _begin(recorder: CallRecorder, request: httpx.Request, defaults: dict[str, A
         if path.endswith(suffix):
             fields["operation_name"] = operation
             break
+    secrets: list[str] = []
     for header in _SECRET_HEADERS:  # keys must not leak through error messages either
         value = request.headers.get(header)
         if value:
-            recorder.add_secrets([value, value.removeprefix("Bearer ").strip()])
+            secrets += [value, value.removeprefix("Bearer ").strip()]
     try:
         content: bytes | None = request.content
     except httpx.RequestNotRead:
         content = None
     ctx = recorder.call("unknown", **fields)
+    ctx.add_secrets(secrets)
     ctx.defer(functools.partial(_from_request, content, recorder.record_bodies))
     return ctx
 

@@ -23,6 +23,7 @@ crash, the units produced but not yet checkpointed are sent again with the same 
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
 from collections import deque
@@ -38,9 +39,22 @@ from pydantic import ValidationError
 from callstream import logs
 from callstream.producers.contract import describe_validation_error
 from callstream.producers.deadletter import dead_letter, encode_dead_letter
-from callstream.producers.gateway_log import GatewayTimestamp, LineFormat, line_event_id, line_fields
+from callstream.producers.gateway_log import (
+    GATEWAY_FIELDS,
+    GatewayTimestamp,
+    LineFormat,
+    line_event_id,
+    line_fields,
+)
 from callstream.producers.packing import pack_by_partition
-from callstream.producers.prepare import Policy, build_event, safe_original
+from callstream.producers.prepare import (
+    DROPPED_KEY,
+    RAW_EVENT_FIELDS,
+    Policy,
+    build_event,
+    contract_fields,
+    safe_original,
+)
 from callstream.producers.publisher import describe_error, librdkafka_logger
 from callstream.producers.redaction import scrub
 from callstream.producers.settings import ProducerSettings
@@ -50,6 +64,32 @@ from callstream.settings import KafkaSettings, state_dir
 log = logs.get(__name__)
 
 METADATA_TIMEOUT_S = 10.0
+
+
+LINE_FIELDS = {**RAW_EVENT_FIELDS, **contract_fields(GATEWAY_FIELDS)}
+"""What a bad line's dead letter keeps: the fields of either line format; the rest is dropped, named."""
+
+
+_HEAD_FIELD = re.compile(
+    rb'"(?P<name>[A-Za-z_]{1,32})"\s*:\s*(?P<value>"(?:[^"\\]|\\.){0,1024}"|-?[0-9][0-9.eE+\-]{0,31}|true|false|null)'
+)
+TOO_LONG_TO_READ = "the rest of a line too long to read (fields other than its scalar known ones)"
+
+
+def head_fields(head: bytes, policy: Policy) -> dict[str, Any]:
+    """What a dead letter keeps of a line too long to read whole (only its head was kept): the
+    scalar fields of the line formats found in the head (the first of each name), never the rest,
+    which is where a logged prompt or response would be."""
+    found: dict[str, Any] = {}
+    for match in _HEAD_FIELD.finditer(head):
+        name = match.group("name").decode()
+        if name in LINE_FIELDS and not LINE_FIELDS[name] and name not in found:
+            try:
+                found[name] = orjson.loads(match.group("value"))
+            except orjson.JSONDecodeError:
+                continue
+    safe = safe_original(found, policy, LINE_FIELDS)
+    return {**safe, DROPPED_KEY: [TOO_LONG_TO_READ]}
 
 
 def default_checkpoint(paths: Sequence[Path]) -> Path:
@@ -251,16 +291,18 @@ class Ingestor:
         unit.letters.append(encode_dead_letter(letter))
 
     def _safe_original(self, line: Line) -> Any:
-        """The line as it may leave the process: a JSON object with the privacy option applied and
-        redacted by key and pattern, anything else as bytes (dead_letter scrubs them)."""
-        if not line.truncated:
-            try:
-                doc = orjson.loads(line.text)
-                if isinstance(doc, dict):
-                    safe = safe_original(doc, self.policy)
-                    return line.text if safe == doc else safe  # the exact line when nothing changed
-            except Exception:
-                pass
+        """The line as it may leave the process: a JSON object cut to the fields of the line formats
+        (safe_original: the rest dropped and named), the privacy option applied and redacted by key
+        and pattern, anything else as bytes (dead_letter scrubs them)."""
+        if line.truncated:
+            return head_fields(line.text, self.policy)
+        try:
+            doc = orjson.loads(line.text)
+            if isinstance(doc, dict):
+                safe = safe_original(doc, self.policy, LINE_FIELDS)
+                return line.text if safe == doc else safe  # the exact line when nothing changed
+        except Exception:
+            pass
         return line.text
 
     def _partition_count(self) -> int | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -29,9 +30,10 @@ from callstream.producers.redaction import (
     redact,
     scrub,
     scrub_bounded,
+    sensitive_pair,
     truncate,
 )
-from callstream.producers.settings import PrivacyMode, ProducerSettings
+from callstream.producers.settings import PrivacyMode, ProducerSettings, UserIdMode
 
 TRUNCATED_SUFFIX = TRUNCATED
 METADATA_TRUNCATED_KEY = "callstream.truncated"
@@ -45,6 +47,12 @@ characters with a reason): a megabyte model name costs one bounded scrub, not a 
 MAX_SECRETS = 64
 """Registered secrets kept (most recently registered last); older ones are forgotten first."""
 PSEUDONYM_HEX_CHARS = 32
+DROPPED_KEY = "callstream.dropped"
+"""In a dead letter's original: the names of the fields its contract does not know, dropped."""
+MAX_DROPPED_NAMES = 32
+MAX_DROPPED_NAME_CHARS = 64
+Fields = Mapping[str, bool]
+"""A contract's field names, each with whether it may hold a JSON object or array."""
 
 # Caller items may carry these besides RawCallEvent fields.
 _BODY_KEYS = ("request_body", "response_body")
@@ -63,6 +71,26 @@ _TEXT_FIELDS = (
     "session_id",
 )
 CLIENT_IP_KEY = "client_ip"
+IP_KEYS = frozenset(
+    {
+        "ip", "ipaddr", "ipaddress", "clientip", "clientipaddress", "clientaddr", "clientaddress",
+        "remoteip", "remoteaddr", "remoteaddress", "sourceip", "srcip", "userip", "peerip", "originip",
+        "xforwardedfor", "forwardedfor", "forwarded", "xrealip", "realip", "cfconnectingip",
+        "trueclientip", "xclientip", "xoriginalforwardedfor",
+    }
+)  # fmt: skip
+"""Metadata keys (their last part, lower case, without separators) that hold an IP address: all
+follow the client_ip privacy option."""
+_NOT_ALNUM = re.compile(r"[^a-z0-9]")
+EMAIL = re.compile(r"[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+")
+USER_ID_MARKER_KEY = "callstream.user_id"
+USER_ID_DROPPED = "an e-mail address, dropped: set CALLSTREAM_PRODUCER_PRIVACY_HASH_KEY to keep a pseudonym"
+
+
+def is_ip_key(key: str) -> bool:
+    """Whether a (flattened) metadata key names an IP address: `client_ip`, `ip_address`,
+    `clientIp`, `x-forwarded-for`, `X-Real-IP`, `req.ip`, ..."""
+    return _NOT_ALNUM.sub("", key.rsplit(".", 1)[-1].lower()) in IP_KEYS
 
 
 @dataclass(frozen=True)
@@ -77,7 +105,7 @@ class Policy:
     service_name: str | None = None
     environment: str | None = None
     secrets: tuple[str, ...] = ()
-    user_id_mode: PrivacyMode = "keep"
+    user_id_mode: UserIdMode = "hash_email"
     client_ip_mode: PrivacyMode = "keep"
     hash_key: bytes | None = field(default=None, repr=False)
 
@@ -140,9 +168,26 @@ def _private(value: Any, mode: PrivacyMode, key: bytes | None) -> Any:
     return pseudonym(str(value), key)
 
 
+def _private_user_id(value: Any, policy: Policy) -> Any:
+    """The user id as the privacy option wants it; under `hash_email`, one holding an e-mail
+    address is pseudonymised (or dropped, without a key) and any other kept."""
+    mode = policy.user_id_mode
+    if mode == "hash_email":
+        if value is None or not EMAIL.search(str(value)):
+            return value
+        return pseudonym(str(value), policy.hash_key) if policy.hash_key else None
+    return _private(value, mode, policy.hash_key)
+
+
+def _pair_hidden(value: Mapping[Any, Any]) -> Mapping[Any, Any]:
+    """`{"name": "x-api-key", "value": ...}` with its value redacted (flattened, `value` alone would
+    not say it is a credential); any other object as it is."""
+    return {**value, "value": REDACTED} if sensitive_pair(value) else value
+
+
 def _flatten(value: Mapping[Any, Any]) -> Iterator[tuple[str, Any]]:
     """(`a.b.c`, scalar) pairs in order, without recursion; deeper than MAX_METADATA_DEPTH, a marker."""
-    stack: list[tuple[str, Iterator[tuple[Any, Any]]]] = [("", iter(value.items()))]
+    stack: list[tuple[str, Iterator[tuple[Any, Any]]]] = [("", iter(_pair_hidden(value).items()))]
     while stack:
         prefix, items = stack[-1]
         entry = next(items, None)
@@ -155,7 +200,7 @@ def _flatten(value: Mapping[Any, Any]) -> Iterator[tuple[str, Any]]:
             if len(stack) >= MAX_METADATA_DEPTH:
                 yield name, TOO_DEEP_VALUE
             else:
-                stack.append((name + ".", iter(item.items())))
+                stack.append((name + ".", iter(_pair_hidden(item).items())))
         else:
             yield name, item
 
@@ -203,7 +248,7 @@ def sanitize_metadata(
             value = _scalar(raw_value)
             if isinstance(value, str):
                 value = scrub_bounded(value, policy.metadata_value_max_chars, policy.secrets)
-            if key.rsplit(".", 1)[-1].lower() == CLIENT_IP_KEY:
+            if is_ip_key(key):
                 if policy.client_ip_mode == "drop":
                     continue
                 value = _private(value, policy.client_ip_mode, policy.hash_key)
@@ -219,6 +264,11 @@ def sanitize_metadata(
         out[key] = value
         used += size
     return out
+
+
+def _body_text(body: Any, policy: Policy) -> str:
+    text = body if isinstance(body, str) else str(_scalar(body))
+    return scrub_bounded(text, policy.body_max_chars, policy.secrets)
 
 
 def _event_time(start: Any) -> datetime:
@@ -248,10 +298,10 @@ def build_event(item: Mapping[str, Any], policy: Policy) -> dict[str, Any]:
         if metadata is not None and not isinstance(metadata, Mapping):
             raise ValueError(f"metadata must be a JSON object, got {type(metadata).__name__}")
         metadata = dict(metadata or {})
-        for key, body in bodies.items():
+        # A body the caller set in metadata is a body too: the same scrub and bound as a recorded one.
+        for key, body in {**{k: metadata[k] for k in _BODY_KEYS if k in metadata}, **bodies}.items():
             if body is not None:
-                text = body if isinstance(body, str) else str(_scalar(body))
-                metadata[key] = scrub_bounded(text, policy.body_max_chars, policy.secrets)
+                metadata[key] = _body_text(body, policy)
         others = {k: v for k, v in metadata.items() if k not in _BODY_KEYS}
         clean = sanitize_metadata(others, policy, reserve_keys=len(_BODY_KEYS))
         # Bodies bypass the per-value cap (they have their own) but not the redaction of secrets.
@@ -269,7 +319,13 @@ def build_event(item: Mapping[str, Any], policy: Policy) -> dict[str, Any]:
         if isinstance(value, str):
             fields[key] = scrub_bounded(value, MAX_FIELD_CHARS, policy.secrets)
     if "user_id" in fields:
-        fields["user_id"] = _private(fields["user_id"], policy.user_id_mode, policy.hash_key)
+        user = _private_user_id(fields["user_id"], policy)
+        if user is None and fields["user_id"] is not None and policy.user_id_mode == "hash_email":
+            metadata = fields.get("metadata") or {}
+            # (a full metadata already says it was cut; one that is no object is refused anyway)
+            if isinstance(metadata, Mapping) and len(metadata) < MAX_METADATA_KEYS:
+                fields["metadata"] = {**metadata, USER_ID_MARKER_KEY: USER_ID_DROPPED}
+        fields["user_id"] = user
     if policy.service_name and not fields.get("service_name"):
         fields["service_name"] = policy.service_name
     if policy.environment and not fields.get("environment"):
@@ -277,44 +333,82 @@ def build_event(item: Mapping[str, Any], policy: Policy) -> dict[str, Any]:
     return RawCallEvent.model_validate(fields).to_wire()
 
 
-def _private_metadata(metadata: Mapping[Any, Any], policy: Policy, depth: int = 0) -> dict[Any, Any]:
-    """`metadata` with every `client_ip` (at any depth down to MAX_METADATA_DEPTH) per the privacy option."""
-    out: dict[Any, Any] = {}
-    for key, value in metadata.items():
-        if str(key).lower() == CLIENT_IP_KEY:
-            if policy.client_ip_mode != "drop":
-                out[key] = _private(value, policy.client_ip_mode, policy.hash_key)
-        elif isinstance(value, Mapping) and depth < MAX_METADATA_DEPTH:
-            out[key] = _private_metadata(value, policy, depth + 1)
-        else:
-            out[key] = value
+def contract_fields(*names: Iterable[str], objects: Iterable[str] = ("metadata",)) -> Fields:
+    """The fields a dead letter may keep of an input: `names` (scalar fields) and `objects` (fields
+    that may hold a JSON object or array)."""
+    out: dict[str, bool] = {name: False for group in names for name in group}
+    return out | dict.fromkeys(objects, True)
+
+
+RAW_EVENT_FIELDS: Fields = contract_fields(RawCallEvent.model_fields, ("start_time",))
+"""What a dead letter keeps of a raw call event (and of a caller's item: `start_time` stands in for
+`event_time` there); anything else (bodies, messages, responses, unknown keys) is dropped."""
+
+
+def _dropped_names(names: list[str], secrets: Iterable[str]) -> list[str]:
+    shown = [scrub_bounded(name, MAX_DROPPED_NAME_CHARS, secrets) for name in names[:MAX_DROPPED_NAMES]]
+    if len(names) > MAX_DROPPED_NAMES:
+        shown.append(f"…and {len(names) - MAX_DROPPED_NAMES} more")
+    return shown
+
+
+def known_fields_only(original: Mapping[Any, Any], fields: Fields, policy: Policy) -> dict[str, Any]:
+    """`original` as a dead letter may keep it: the fields its contract knows (`fields`), text cut
+    to MAX_FIELD_CHARS and scrubbed, metadata flattened, scrubbed and bounded (sanitize_metadata),
+    and every other field dropped and named under `callstream.dropped`: a prompt or a response
+    logged beside an event never travels on in its dead letter."""
+    out: dict[str, Any] = {}
+    dropped: list[str] = []
+    for key, value in original.items():
+        name = str(key)
+        may_nest = fields.get(name)
+        nested = isinstance(value, Mapping | list | tuple)
+        if may_nest is None or (nested and not may_nest) or name == DROPPED_KEY:
+            dropped.append(name)
+            continue
+        if name == "metadata" and isinstance(value, Mapping):
+            try:
+                value = sanitize_metadata(value, policy)
+            except Exception:
+                dropped.append(name)
+                continue
+        elif name == "metadata" and value is not None:
+            dropped.append(name)  # not an object: unreadable as metadata, perhaps anything
+            continue
+        elif isinstance(value, str):
+            value = scrub_bounded(value, MAX_FIELD_CHARS, policy.secrets)
+        out[scrub_bounded(name, MAX_KEY_CHARS, policy.secrets)] = value
+    if dropped:
+        out[DROPPED_KEY] = _dropped_names(dropped, policy.secrets)
     return out
 
 
-def safe_original(item: Mapping[Any, Any], policy: Policy) -> Any:
-    """An input that failed validation, as it may leave the process in a dead letter: internal keys
-    (`_deferred`) and bodies (unless enabled) left out, `user_id` and every nested `client_ip` per
-    the privacy option, then redacted by key and pattern (producers.redaction.redact)."""
+def safe_original(item: Mapping[Any, Any], policy: Policy, fields: Fields = RAW_EVENT_FIELDS) -> Any:
+    """An input that failed validation, as it may leave the process in a dead letter: only the
+    fields of its contract (`known_fields_only`: internal keys such as `_deferred`, bodies and
+    anything else dropped and named), `user_id` and the metadata's IP addresses per the privacy
+    option, then redacted by key and pattern (producers.redaction.redact)."""
     out: dict[Any, Any] = {}
     for key, value in item.items():
-        if isinstance(key, str) and (key.startswith("_") or (key in _BODY_KEYS and not policy.record_bodies)):
+        if isinstance(key, str) and key.startswith("_"):  # the producer's own (`_deferred`), not data
             continue
         if key == "user_id":
             if policy.user_id_mode == "drop":
                 continue
-            value = _private(value, policy.user_id_mode, policy.hash_key)
-        elif isinstance(value, Mapping):  # metadata, and any other object a caller nested a client_ip in
-            value = _private_metadata(value, policy)
+            value = _private_user_id(value, policy)
         out[key] = value
-    return redact(out, policy.secrets)
+    return redact(known_fields_only(out, fields, policy), policy.secrets)
 
 
 __all__ = [
     "METADATA_TRUNCATED_KEY",
+    "RAW_EVENT_FIELDS",
     "REDACTED",
     "Policy",
     "PrivacyMode",
     "build_event",
+    "contract_fields",
+    "known_fields_only",
     "pseudonym",
     "safe_original",
     "sanitize_metadata",

@@ -42,7 +42,7 @@ from callstream import logs
 from callstream.producers.contract import describe_validation_error
 from callstream.producers.deadletter import dead_letter, encode_dead_letter
 from callstream.producers.packing import pack_by_partition
-from callstream.producers.prepare import Policy, build_event, safe_original
+from callstream.producers.prepare import RAW_EVENT_FIELDS, Policy, build_event, safe_original
 from callstream.producers.redaction import ScrubbingFilter, scrub
 from callstream.producers.settings import ProducerSettings
 from callstream.producers.spool import KIND_BATCH, KIND_DEADLETTER, KIND_ITEMS, ClaimedSegment, Spool
@@ -51,6 +51,9 @@ from callstream.settings import KafkaSettings
 log = logs.get(__name__)
 
 DEFERRED_KEY = "_deferred"
+SECRETS_KEY = "_secrets"
+"""An item's own secrets (the API key its request carried): scrubbed from that item whatever else
+was registered since, and never kept beyond it."""
 """Item key for a callable(item) that completes the item off the caller's thread (e.g. reads usage)."""
 TOKEN_FIELDS = (
     "input_tokens",
@@ -142,7 +145,13 @@ def complete_item(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def prepare_item(item: dict[str, Any], policy: Policy) -> tuple[str, bytes] | dict[str, Any]:
-    """A caller's item -> (event_id, encoded event), or the dead letter that replaces it. Never raises."""
+    """A caller's item -> (event_id, encoded event), or the dead letter that replaces it. Never raises.
+
+    The secrets the item carries (`SECRETS_KEY`) are scrubbed from it as well as the policy's."""
+    own = item.pop(SECRETS_KEY, None)
+    if own:
+        with contextlib.suppress(Exception):  # not text: what is registered still applies
+            policy = policy.with_secrets(own)
     try:
         event = build_event(complete_item(item), policy)
         return event["event_id"], orjson.dumps(event)
@@ -463,7 +472,11 @@ class KafkaPublisher:
             if pending.kind == KIND_BATCH:
                 reason = f"event too large for Kafka: {len(pending.payload)} bytes as a message"
                 letter = dead_letter(
-                    reason, "producer", pending.payload, secrets=frozenset(self.policy.secrets)
+                    reason,
+                    "producer",
+                    pending.payload,
+                    secrets=frozenset(self.policy.secrets),
+                    fields=RAW_EVENT_FIELDS,
                 )
                 self._send(KIND_DEADLETTER, encode_dead_letter(letter), 1, pending.origin)
         if pending.origin is not None:

@@ -33,7 +33,13 @@ from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar, cast
 
 from callstream.producers.outcome import classify, http_outcome
-from callstream.producers.publisher import DEFERRED_KEY, KafkaPublisher, Publisher, PublisherStats
+from callstream.producers.publisher import (
+    DEFERRED_KEY,
+    SECRETS_KEY,
+    KafkaPublisher,
+    Publisher,
+    PublisherStats,
+)
 from callstream.producers.settings import ProducerSettings
 from callstream.settings import KafkaSettings
 
@@ -109,6 +115,12 @@ class CallContext:
         if "time_to_first_token_ms" not in self.fields:
             self.fields["time_to_first_token_ms"] = self.elapsed_ms()
             self.fields["streamed"] = True
+
+    def add_secrets(self, secrets: Iterable[str]) -> None:
+        """Strings to scrub from this call's event (e.g. the API key its request carried): kept
+        with the event, so no number of other calls in between makes them forgotten."""
+        kept = self.fields.setdefault(SECRETS_KEY, [])
+        kept.extend(s for s in secrets if s and s not in kept)
 
     def defer(self, extract: Callable[[dict[str, Any]], None]) -> None:
         """Complete the event off the caller's thread, e.g. read usage from a response object."""

@@ -24,6 +24,8 @@ REDACTED = "[redacted]"
 TOO_DEEP = "[nested too deep]"
 TRUNCATED = "…[truncated]"
 MAX_REDACT_DEPTH = 64
+MIN_SECRET_PIECE_CHARS = 8
+"""A text this long or longer that is part of a registered secret is a piece of it: redacted."""
 SCRUB_MARGIN_CHARS = 1_024
 """Text is cut this far beyond its final length before scrubbing, so that a secret straddling the
 final cut is still recognised whole (and then falls away with the rest)."""
@@ -35,8 +37,8 @@ _WORDS = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 SECRET_WORDS = frozenset(
     {
         "password", "passwd", "pwd", "pass", "passphrase", "secret", "secrets", "token", "auth",
-        "authorization", "cookie", "cookies", "credential", "credentials", "bearer", "apikey", "jwt",
-        "signature", "sig",
+        "authorization", "cookie", "cookies", "credential", "credentials", "creds", "cred", "bearer",
+        "apikey", "jwt", "signature", "sig", "sessionid", "jsessionid", "phpsessid", "sessid",
     }
 )  # fmt: skip
 # ... unless the next word says the value is about the credential, not the credential itself
@@ -56,14 +58,24 @@ QUALIFIERS = frozenset(
 # `cache_key`, `partition_key` or `idempotency_key` are ordinary.
 KEY_KINDS = frozenset(
     {"api", "access", "private", "secret", "signing", "encryption", "master", "license", "subscription",
-     "client", "account", "session"}
+     "client", "account", "session", "functions", "function", "host", "admin", "service", "webhook",
+     # a vendor's key: `openai_key`, `azure_key`, `AnthropicKey`
+     "openai", "azure", "anthropic", "mistral", "cohere", "groq", "gemini", "google", "aws", "stripe",
+     "slack", "github", "gitlab", "hf", "huggingface", "replicate", "perplexity", "pplx", "sendgrid",
+     "together", "fireworks", "deepseek", "xai", "voyage", "pinecone", "llm", "provider"}
 )  # fmt: skip
+# ... and a key cut in parts is a credential in each part (`api_key_part1`, `key_prefix`, `key_2`).
+KEY_PARTS = frozenset(
+    {"part", "parts", "prefix", "suffix", "rest", "head", "tail", "half", "chunk", "1", "2"}
+)
 _JOINED = re.compile(
     r"^(?:x?api|access|refresh|id|session|auth|bearer|csrf|xsrf|client|private|secret|signing|master|account)"
     r"(?:key|token|secret)s?$"
 )
 # Names that are credentials only as `name=value` in text (URL query parameters, config lines).
 TEXT_ONLY_NAMES = frozenset({"key", "code_verifier"})
+# ... and only in a URL query (`?code=...&state=`: an OAuth authorization code), not `error code=429`.
+QUERY_ONLY_NAMES = frozenset({"code"})
 AUTH_SCHEMES = frozenset({"basic", "bearer", "digest", "token", "negotiate", "ntlm", "apikey", "sso-key"})
 
 
@@ -76,7 +88,7 @@ def is_sensitive_key(key: str) -> bool:
             continue
         if word in SECRET_WORDS or _JOINED.match(word):
             return True
-        if word == "key" and i > 0 and words[i - 1] in KEY_KINDS:
+        if word == "key" and ((i > 0 and words[i - 1] in KEY_KINDS) or following in KEY_PARTS):
             return True
     return False
 
@@ -93,9 +105,32 @@ TEXT_PATTERNS: dict[str, str] = {
     "huggingface": r"\bhf_[A-Za-z0-9]{30,}",
     "xai": r"\bxai-[A-Za-z0-9]{20,}",
     "groq": r"\bgsk_[A-Za-z0-9]{20,}",
-    "slack": r"\bxox[abposr]-[A-Za-z0-9\-]{10,}",
+    "slack": r"\b(?:xox[abposre]-[A-Za-z0-9\-]{10,}|xapp-\d-[A-Za-z0-9\-]{10,})",
+    # the secret path of an incoming webhook: https://hooks.slack.com/services/T0/B0/[redacted]
+    "slack_webhook": r"(?<=hooks\.slack\.com/services/)[A-Za-z0-9_/\-]{8,}",
+    "stripe_webhook": r"\bwhsec_[A-Za-z0-9+/=]{16,}",
+    "replicate": r"\br8_[A-Za-z0-9]{20,}",
+    "perplexity": r"\bpplx-[A-Za-z0-9]{20,}",
+    "gitlab": r"\bgl(?:pat|dt|rt|ptt|cbt|ft|imt|agent|oas|soat)-[A-Za-z0-9_\-]{20,}",
+    "sendgrid": r"\bSG\.[A-Za-z0-9_\-]{16,}\.[A-Za-z0-9_\-]{16,}",
+    # an AWS session token (base64 of a protobuf: always the same head) and a bare secret access
+    # key (40 characters of base64 with both cases and a digit or / or +; a hex digest has no capital)
+    "aws_session_token": r"\b(?:F[Qw]oGZXIvYXdz|IQo[A-Za-z]b3JpZ2lu)[A-Za-z0-9/+=]{16,}",
+    "aws_secret_access_key": (
+        r"(?<![A-Za-z0-9/+=])(?=[A-Za-z0-9/+]{0,39}[A-Z])(?=[A-Za-z0-9/+]{0,39}[a-z])"
+        r"(?=[A-Za-z0-9/+]{0,39}[0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"
+    ),
     "jwt": r"\beyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*",
-    "private_key_block": r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)",
+    "private_key_block": (
+        r"-----BEGIN [A-Z ]*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?"
+        r"(?:-----END [A-Z ]*PRIVATE KEY(?: BLOCK)?-----|\Z)"
+    ),
+    # 32 hex digits (an Azure OpenAI or Cognitive Services key) after words naming a key; alone,
+    # 32 hex digits are as often an event id, a trace id or a pseudonym, and are kept
+    "hex_key_after_key_word": (
+        r"(?i:(?<=key)|(?<=key )|(?<=key: )|(?<=key is )|(?<=key was )|(?<=key used )|(?<=secret )"
+        r"|(?<=token ))[0-9a-fA-F]{32}\b"
+    ),
 }
 _VENDOR = re.compile("|".join(f"(?:{p})" for p in TEXT_PATTERNS.values()))
 # `Authorization: Basic dXNlcjpwYXNz` -> `Authorization: Basic [redacted]` (the scheme stays readable)
@@ -105,9 +140,22 @@ _AUTHORIZATION = re.compile(
     r"[^\s\"',;]+",
     re.IGNORECASE,
 )
-_BEARER = re.compile(r"\b(bearer)\s+[A-Za-z0-9._~+/\-]{8,}=*", re.IGNORECASE)
-# scheme://user:password@host -> scheme://user:[redacted]@host
-_URL_PASSWORD = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.\-]*://)([^\s:/@\"'<>]*):([^\s@/\"'<>]+)@")
+# A bearer value: of 8 characters or more after "bearer" in any case; of any length after the
+# scheme as written in a header ("Bearer abc"), but not the words that follow it in prose.
+_BEARER = re.compile(
+    r"\b(?:(?i:(bearer))\s+[A-Za-z0-9._~+/\-]{8,}=*"
+    r"|(Bearer|BEARER)\s+(?!(?i:tokens?|auth|authentication|authorization|header|scheme|realm|credentials?"
+    r"|of|is|was|and|or|the|a|an|to|in|on)\b)[A-Za-z0-9._~+/\-]+=*)"
+)
+# scheme://user:password@host -> scheme://user:[redacted]@host (a password may hold a `/`)
+_URL_PASSWORD = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.\-]*://)([^\s:/@\"'<>]*):([^\s@\"'<>?#]+)@")
+# {"name": "x-api-key", "value": "..."}: a header list (HAR, Postman, OpenAPI examples) as JSON text
+_NAMED_VALUE = re.compile(
+    r"(?P<head>(?P<q>\\?\")(?:name|key|header)(?P=q)\s*:\s*(?P=q)(?P<name>[^\"\\]{1,128})(?P=q)\s*,\s*"
+    r"(?P=q)value(?P=q)\s*:\s*)(?P<value>(?P=q)(?:[^\"\\]|\\.)*?(?P=q))",
+    re.IGNORECASE,
+)
+PAIR_NAME_KEYS = ("name", "key", "header")
 # name=value, name: value, "name": "value", \"name\": \"value\" (JSON inside a JSON string). Names are
 # found without consuming their values, so `https://host/v1?key=...` still finds `key` after `https:`.
 _NAME = re.compile(r"(?<![\w\-.])(?P<q>\\?[\"']?)(?P<name>[A-Za-z_][\w.\-]{0,127})(?P=q)\s*(?P<op>[:=])\s*")
@@ -140,7 +188,12 @@ def _scrub_assignments(text: str) -> str:
         # `key=...` in a URL query or a config line is a credential; a JSON field named "key" (an
         # aggregate's, an alert's) is not.
         text_only = key.lower() in TEXT_ONLY_NAMES and name.group("op") == "=" and not name.group("q")
-        if is_sensitive_key(key) or text_only:
+        in_query = (
+            key.lower() in QUERY_ONLY_NAMES
+            and name.group("op") == "="
+            and text[name.start() - 1 : name.start()] in ("?", "&")
+        )
+        if is_sensitive_key(key) or text_only or in_query:
             value = _VALUE.match(text, pos)
             replacement = _redacted_value(value.group()) if value is not None else None
             if value is not None and replacement is not None:
@@ -151,15 +204,27 @@ def _scrub_assignments(text: str) -> str:
 
 
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` without credentials: the registered secrets, every known format, sensitive assignments."""
+    """`text` without credentials: the registered secrets (and a text that is a piece of one, as
+    when a key is split across two fields), every known format, sensitive assignments."""
     for secret in secrets:
         if secret and secret in text:
             text = text.replace(secret, REDACTED)
+        elif len(text) >= MIN_SECRET_PIECE_CHARS and text in secret:
+            return REDACTED
     text = _AUTHORIZATION.sub(_authorization, text)
-    text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    text = _BEARER.sub(lambda m: f"{m.group(1) or m.group(2)} {REDACTED}", text)
     text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{m.group(2)}:{REDACTED}@", text)
     text = _VENDOR.sub(REDACTED, text)
+    if "alue" in text:
+        text = _NAMED_VALUE.sub(_named_value, text)
     return _scrub_assignments(text)
+
+
+def _named_value(match: re.Match[str]) -> str:
+    if not is_sensitive_key(match.group("name")):
+        return match.group()
+    quote = match.group("q")
+    return f"{match.group('head')}{quote}{REDACTED}{quote}"
 
 
 def truncate(text: str, max_chars: int) -> str:
@@ -192,13 +257,23 @@ def redact(value: Any, secrets: Iterable[str] = (), *, depth: int = 0) -> Any:
         return TOO_DEEP
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
+        pair = sensitive_pair(value)
         for key, item in value.items():
             name = scrub(str(key), secrets)
-            out[name] = REDACTED if is_sensitive_key(str(key)) else redact(item, secrets, depth=depth + 1)
+            hidden = is_sensitive_key(str(key)) or (pair and key == "value")
+            out[name] = REDACTED if hidden else redact(item, secrets, depth=depth + 1)
         return out
     if isinstance(value, list | tuple):
         return [redact(item, secrets, depth=depth + 1) for item in value]
     return scrub(repr(value)[:65_536], secrets)
+
+
+def sensitive_pair(value: Mapping[Any, Any]) -> bool:
+    """Whether an object is a `{"name": <sensitive>, "value": ...}` pair (a HAR or Postman header,
+    `key`/`header` for `name` alike): its value is then a credential."""
+    if "value" not in value:
+        return False
+    return any(isinstance(value.get(k), str) and is_sensitive_key(value[k]) for k in PAIR_NAME_KEYS)
 
 
 class ScrubbingFilter(logging.Filter):

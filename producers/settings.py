@@ -19,6 +19,10 @@ from callstream.settings import KafkaSettings, state_dir
 
 Compression = Literal["lz4", "zstd", "gzip", "snappy", "none"]
 PrivacyMode = Literal["keep", "hash", "drop"]
+UserIdMode = Literal["keep", "hash", "drop", "hash_email"]
+"""`hash_email` (the default): a user id holding an e-mail address is replaced by its keyed
+pseudonym (dropped, with a marker, when no CALLSTREAM_PRODUCER_PRIVACY_HASH_KEY is set); any other
+user id is kept."""
 
 
 class ProducerSettings(BaseSettings):
@@ -69,9 +73,11 @@ class ProducerSettings(BaseSettings):
     metadata_value_max_chars: int = Field(default=512, ge=16, le=8_192)  # the contract's string limit
     error_message_max_chars: int = Field(default=500, ge=16, le=MAX_ERROR_MESSAGE_CHARS)
 
-    # Privacy option for `user_id` and `metadata.client_ip`: kept as they are, replaced by a keyed
-    # HMAC-SHA256 pseudonym (stable per key, so per-user aggregates still work), or dropped.
-    user_id_mode: PrivacyMode = "keep"
+    # Privacy option for `user_id` and for IP addresses in metadata (`client_ip`, `ip_address`,
+    # `clientIp`, `x-forwarded-for`, ... any casing): kept as they are, replaced by a keyed
+    # HMAC-SHA256 pseudonym (stable per key, so per-user aggregates still work), or dropped. By
+    # default a user id is kept unless it holds an e-mail address (then it is pseudonymised).
+    user_id_mode: UserIdMode = "hash_email"
     client_ip_mode: PrivacyMode = "keep"
     privacy_hash_key: SecretStr | None = None
 
@@ -96,6 +102,37 @@ class ProducerSettings(BaseSettings):
                 "the same in every process whose events are aggregated together"
             )
         return self
+
+    def privacy_summary(self) -> list[str]:
+        """What recorded events keep of personal data and content, one line each (for operators)."""
+        key = self.privacy_hash_key is not None and bool(self.privacy_hash_key.get_secret_value())
+        user = {
+            "keep": "kept as given",
+            "hash": "replaced by a keyed pseudonym",
+            "drop": "dropped",
+            "hash_email": "kept, except one holding an e-mail address: "
+            + (
+                "replaced by a keyed pseudonym"
+                if key
+                else "dropped (no CALLSTREAM_PRODUCER_PRIVACY_HASH_KEY)"
+            ),
+        }[self.user_id_mode]
+        ip = {"keep": "kept as given", "hash": "replaced by a keyed pseudonym", "drop": "dropped"}[
+            self.client_ip_mode
+        ]
+        bodies = (
+            f"recorded, scrubbed of secrets and cut to {self.body_max_chars} characters"
+            if self.record_bodies
+            else "never recorded"
+        )
+        return [
+            f"user_id: {user} (CALLSTREAM_PRODUCER_USER_ID_MODE={self.user_id_mode})",
+            f"IP addresses in metadata (client_ip, ip_address, x-forwarded-for, ...): {ip} "
+            f"(CALLSTREAM_PRODUCER_CLIENT_IP_MODE={self.client_ip_mode})",
+            f"prompt and response bodies: {bodies} (CALLSTREAM_PRODUCER_RECORD_BODIES)",
+            "credentials: redacted from every recorded text and dead letter (known formats, "
+            "sensitive names, the instrumented clients' keys)",
+        ]
 
     @model_validator(mode="after")
     def _segment_within_spool(self) -> ProducerSettings:

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from callstream.errors import CallstreamError
+from callstream.literal import data_console, escaped
 
 report_app = typer.Typer(
     help="Cost analysis people can read: spend, latency, errors, waste and savings over a time range.",
@@ -81,8 +82,8 @@ def _context(tz: str | None, since: str | None, until: str | None, last: str | N
 
 def _console() -> Console:
     """Wide enough for the tables when the output goes to a file or a pipe (rich's default is 80)."""
-    console = Console()
-    return console if console.is_terminal else Console(width=160)
+    console = data_console()
+    return console if console.is_terminal else data_console(width=160)
 
 
 def _fail(exc: Exception) -> None:
@@ -137,7 +138,7 @@ def report(
             scenario = SavingsRequest(
                 savings_from, savings_to, Fraction(str(share or settings.savings_share))
             )
-        console = Console(stderr=True)
+        console = data_console(stderr=True)
         with console.status("reading aggregates and calls"):
             result = build_report(
                 c["reader"],
@@ -165,7 +166,7 @@ def report(
             _fail(exc)
             return
         write_html(result, html)
-        Console(stderr=True).print(f"HTML report: {html.resolve()}")
+        data_console(stderr=True).print(f"HTML report: {escaped(html.resolve())}")
 
 
 @report_app.command("savings")
@@ -198,7 +199,7 @@ def savings_command(
         filters = {k: v for k, v in (("service", service), ("user", user)) if v}
         request = SavingsRequest(from_model.lower(), to_model.lower(), share_value, filters)
         rate = Fraction(str(hit_rate if hit_rate is not None else settings.caching_hit_rate))
-        with Console(stderr=True).status("reading aggregates"):
+        with data_console(stderr=True).status("reading aggregates"):
             result = build_savings(c["reader"], c["span"], request, c["price_at"])
             view = build_caching(c["reader"], c["span"], c["price_at"], rate, filtered=bool(filters))
     except CallstreamError as exc:
@@ -210,6 +211,6 @@ def savings_command(
         sys.stdout.write(savings_csv(result))
     else:
         console = _console()
-        console.print(f"[bold]callstream report savings[/] {c['span'].describe()}")
+        console.print(f"[bold]callstream report savings[/] {escaped(c['span'].describe())}")
         for item in [*savings_tables(result), *caching_table(view)]:
             console.print(item)

@@ -9,6 +9,7 @@ what the browser test reads back to check every chart against the JSON report.
 from __future__ import annotations
 
 import html
+import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import orjson
 from callstream.errors import require
 from callstream.reports.model import Report
 from callstream.reports.terminal import BUDGET_COLUMNS, budget_cells, count, group_cost, money, ms, pct
+from callstream.settings import ensure_private_dir
 
 go = require("report", "plotly.graph_objects")
 pio = require("report", "plotly.io")
@@ -61,6 +63,13 @@ RENDER_SCRIPT = """
 """
 
 
+def plain(text: str) -> str:
+    """A name from the data as plotly must get it: plotly reads trace names, labels, ticks and
+    titles as limited HTML (`<a href>`, `<b>`, `<br>`), and shows entities as their characters, so
+    escaped text is shown exactly as written."""
+    return html.escape(text, quote=False)
+
+
 def _layout(title: str, **extra: Any) -> dict[str, Any]:
     return {
         "title": {"text": title, "font": {"size": 15}},
@@ -96,10 +105,10 @@ def figures(report: Report) -> dict[str, Any]:
             if model not in series:
                 continue
             xs = [b for b in buckets if b in series[model]]
-            spend.add_bar(name=model, x=xs, y=[series[model][b][0] for b in xs])
+            spend.add_bar(name=plain(model), x=xs, y=[series[model][b][0] for b in xs])
             rated = [b for b in xs if series[model][b][1] is not None]
             errors.add_scatter(
-                name=model, x=rated, y=[series[model][b][1] for b in rated], mode="lines+markers"
+                name=plain(model), x=rated, y=[series[model][b][1] for b in rated], mode="lines+markers"
             )
         out["chart-spend-over-time"] = spend
         out["chart-error-rate-over-time"] = errors
@@ -107,7 +116,7 @@ def figures(report: Report) -> dict[str, Any]:
     if priced:
         share = go.Figure(layout=_layout("Share of spend by model"))
         share.add_pie(
-            labels=[m.key for m in priced], values=[m.cost_usd for m in priced], hole=0.45, sort=False
+            labels=[plain(m.key) for m in priced], values=[m.cost_usd for m in priced], hole=0.45, sort=False
         )
         out["chart-share-of-spend"] = share
     with_latency = [m for m in report.models if m.latency_ms.p50 is not None]
@@ -118,7 +127,7 @@ def figures(report: Report) -> dict[str, Any]:
         for name in ("p50", "p90", "p95", "p99"):
             latency.add_bar(
                 name=name,
-                x=[m.key for m in with_latency],
+                x=[plain(m.key) for m in with_latency],
                 y=[getattr(m.latency_ms, name) for m in with_latency],
             )
         out["chart-latency-by-model"] = latency
@@ -131,13 +140,15 @@ def figures(report: Report) -> dict[str, Any]:
                     margin={"l": 140, "r": 20, "t": 48, "b": 40},
                 )
             )
-            top.add_bar(name="cost", x=[r.cost_usd for r in rows], y=[r.key for r in rows], orientation="h")
+            top.add_bar(
+                name="cost", x=[r.cost_usd for r in rows], y=[plain(r.key) for r in rows], orientation="h"
+            )
             out[f"chart-top-{attribution.dimension}s"] = top
     if report.savings and report.savings.days:
         s = report.savings
         savings = go.Figure(
             layout=_layout(
-                f"Savings scenario: {s.share:.0%} of {s.from_model} to {s.to_model} (USD)",
+                f"Savings scenario: {s.share:.0%} of {plain(s.from_model)} to {plain(s.to_model)} (USD)",
                 barmode="group",
                 xaxis={"type": "category"},
             )
@@ -155,8 +166,11 @@ def _table(header: list[str], rows: list[list[str]], table_id: str) -> str:
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def _script_json(value: Any) -> str:
-    return orjson.dumps(value).decode().replace("</", "<\\/")
+def script_json(value: Any) -> str:
+    """JSON for a `<script type="application/json">` block: `<`, `>` and `&` written as JSON escapes,
+    so no string of the data (`</script>`, `<!--<script`) can end the block or change how it parses."""
+    text = orjson.dumps(value).decode()
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def render_html(report: Report) -> str:
@@ -283,12 +297,19 @@ def render_html(report: Report) -> str:
         f"{html.escape(report.generated_at.isoformat(timespec='seconds'))}</div>"
         f"<ul class='notes'>{notes}</ul><div class='kpis'>{kpi_html}</div>"
         f"<div class='grid'>{chart_html}</div>{''.join(sections)}"
-        f"<script type='application/json' id='chart-specs'>{_script_json(specs)}</script>"
+        f"<script type='application/json' id='chart-specs'>{script_json(specs)}</script>"
         f"<script>{RENDER_SCRIPT}</script></body></html>"
     )
 
 
 def write_html(report: Report, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(report), encoding="utf-8")
+    """The page at `path`, readable by its owner only (0600: it holds user ids and costs); missing
+    parent directories are made 0700."""
+    if not path.parent.exists():
+        ensure_private_dir(path.parent)
+    page = render_html(report).encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        os.fchmod(out.fileno(), 0o600)  # an existing file keeps its mode on open: tighten it too
+        out.write(page)
     return path

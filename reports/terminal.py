@@ -11,6 +11,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from callstream.literal import DataTable, escaped, literal
 from callstream.reports.model import Attribution, Caching, GroupRow, Report, Savings
 
 
@@ -36,7 +37,7 @@ def group_cost(row: GroupRow) -> str:
 
 
 def _table(title: str, columns: Iterable[str], left: int = 1) -> Table:
-    table = Table(title=title, title_justify="left", header_style="bold")
+    table = DataTable(title=title, title_justify="left", header_style="bold")
     for i, name in enumerate(columns):
         table.add_column(name, justify="left" if i < left else "right")
     return table
@@ -118,11 +119,12 @@ def attribution_table(attribution: Attribution) -> Table:
 
 def savings_tables(savings: Savings) -> list[Any]:
     out: list[Any] = [
-        f"[bold]Savings: {savings.from_model} -> {savings.to_model}[/] (source: {savings.source})"
+        f"[bold]Savings: {escaped(savings.from_model)} -> {escaped(savings.to_model)}[/] "
+        f"(source: {escaped(savings.source)})"
     ]
-    out += [f"  - {a}" for a in savings.assumptions]
+    out += [literal(f"  - {a}") for a in savings.assumptions]
     if not savings.days and not savings.excluded:
-        out.append(f"  no calls of {savings.from_model} in this range")
+        out.append(literal(f"  no calls of {savings.from_model} in this range"))
     table = _table("Per day", ["day", "requests", "moved", "current", "simulated", "savings"])
     for day in [*savings.days, savings.total]:
         table.add_row(
@@ -135,8 +137,8 @@ def savings_tables(savings: Savings) -> list[Any]:
         )
     out.append(table)
     if savings.target_prices:
-        out.append("  target prices used: " + ", ".join(savings.target_prices))
-    out += [f"  [yellow]left out:[/] {e}" for e in savings.excluded]
+        out.append(literal("  target prices used: " + ", ".join(savings.target_prices)))
+    out += [f"  [yellow]left out:[/] {escaped(e)}" for e in savings.excluded]
     return out
 
 
@@ -154,18 +156,18 @@ def caching_table(view: Caching) -> list[Any]:
             money(row.saved_usd) if row.priced else "unpriced",
             money(row.saved_at_rate_usd) if row.priced else "unpriced",
         )
-    return [table, *(f"  - {n}" for n in view.notes)]
+    return [table, *(literal(f"  - {n}") for n in view.notes)]
 
 
 def render(report: Report, console: Console) -> None:
-    console.print(f"[bold]callstream report[/] {report.range.description}")
+    console.print(f"[bold]callstream report[/] {escaped(report.range.description)}")
     console.print(
-        "windows read: " + ", ".join(f"{n} x {size}" for size, n in report.windows_used.items())
+        literal("windows read: " + ", ".join(f"{n} x {size}" for size, n in report.windows_used.items()))
         if report.windows_used
         else "windows read: none"
     )
     for note in report.notes:
-        console.print(f"  - {note}")
+        console.print(literal(f"  - {note}"))
     for table in groups_tables(report):
         console.print(table)
     for attribution in report.attribution:
@@ -333,7 +335,7 @@ GROUP_COLUMNS = [
 def groups_csv(report: Report) -> str:
     """The grouped table (`--by`), one row per group, then the total."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out, lineterminator="\r\n")  # RFC 4180: a CR or LF in a name is then quoted
     writer.writerow([report.group_by if c == "key" else c for c in GROUP_COLUMNS])
     for row in [*report.groups, report.total]:
         lat = row.latency_ms
@@ -367,7 +369,7 @@ def groups_csv(report: Report) -> str:
 
 def savings_csv(savings: Savings) -> str:
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out, lineterminator="\r\n")  # RFC 4180: a CR or LF in a name is then quoted
     writer.writerow(
         ["day", "requests", "moved_requests", "current_pico", "simulated_pico", "savings_pico", "savings_usd"]
     )

@@ -28,13 +28,26 @@ from pydantic import Field
 
 from callstream.producers.contract import LATEST_EVENT_TIME_MS
 from callstream.producers.deadletter import MAX_ORIGINAL_CHARS, MAX_REASON_CHARS, DeadLetter, dead_letter
-from callstream.streams.contract import WINDOW_SIZES_MS
+from callstream.producers.prepare import contract_fields
+from callstream.sinks.index_templates import ALERTS_PROPERTIES
+from callstream.streams.contract import WINDOW_SIZES_MS, EnrichedCallEvent, WindowAggregate
 
 MAX_ID_BYTES = 512  # Elasticsearch refuses longer _id values
 # Per-document bytes on the bulk wire besides the source: the action line and newlines.
 ACTION_OVERHEAD_BYTES = 48
 
 INVALID_INPUT = "invalid_input"
+
+
+SINK_INPUT_FIELDS = contract_fields(
+    objects=(
+        *EnrichedCallEvent.model_fields,
+        *WindowAggregate.model_fields,
+        *DeadLetter.model_fields,
+        *ALERTS_PROPERTIES,
+    )
+)
+"""What a sink dead letter keeps of its input: the fields of the contracts the sink reads."""
 
 
 class SinkDeadLetter(DeadLetter):
@@ -280,6 +293,7 @@ class Documents:
             source_offset=origin.offset,
             batch_index=failure.item,
             detected_at=failed_at,
+            fields=SINK_INPUT_FIELDS,
         )
         return letter | {
             "error_type": failure.error_type,

@@ -41,6 +41,7 @@ except ImportError as exc:
     raise MissingExtraError("stream", "faust-streaming") from exc
 
 from callstream.producers.deadletter import dead_letter, encode_dead_letter
+from callstream.producers.prepare import RAW_EVENT_FIELDS
 from callstream.settings import KafkaSettings
 from callstream.streams import faust_surface
 from callstream.streams.catalogue import load_catalogue
@@ -49,7 +50,13 @@ from callstream.streams.continuity import EndOfPartitionCheck, InputContinuity, 
 from callstream.streams.dedup import DedupIndex
 from callstream.streams.frame import byte_table, forget_unowned, worker_app
 from callstream.streams.keycap import KeyCap, parse_slot_key, slot_key
-from callstream.streams.partials import PartialError, WindowEntry, decode_partial, window_partition
+from callstream.streams.partials import (
+    PARTIAL_FIELDS,
+    PartialError,
+    WindowEntry,
+    decode_partial,
+    window_partition,
+)
 from callstream.streams.process import JSON_OPTIONS, Outcome, PartitionState, RawInput, RawProcessor
 from callstream.streams.settings import StreamSettings
 from callstream.streams.windows import WindowKey, WindowState, expired
@@ -198,6 +205,7 @@ class StreamPipeline:
                 source_topic=topic,
                 source_partition=partition,
                 source_offset=offset,
+                fields=RAW_EVENT_FIELDS,
             )
             outcome = Outcome(dead_letters=[letter])
             state.clock.next_offset = offset + 1
@@ -390,6 +398,7 @@ class StreamPipeline:
                 source_topic=tp.topic,
                 source_partition=tp.partition,
                 source_offset=offset,
+                fields=PARTIAL_FIELDS,
             )
 
         try:

@@ -2,16 +2,18 @@
 
 `KafkaSettings` is the one decision (protocol, mechanism, credentials, TLS files) and refuses
 impossible combinations; this maps it onto faust's broker arguments, so the stream worker ends up
-with the same protocol and credentials as every confluent-kafka client.
+with the same protocol and credentials as every confluent-kafka client. `faust_datadir` is where
+a faust app (stream or alert worker) keeps its state: created 0700.
 """
 
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 from typing import Any
 
 from callstream.errors import MissingExtraError
-from callstream.settings import KafkaSettings
+from callstream.settings import KafkaSettings, ensure_private_dir
 
 try:
     import faust
@@ -37,3 +39,10 @@ def faust_broker_settings(kafka: KafkaSettings) -> dict[str, Any]:
     elif ssl_context is not None:
         conf["broker_credentials"] = faust.SSLCredentials(ssl_context)
     return conf
+
+
+def faust_datadir(data_dir: Path, app_id: str) -> str:
+    """The faust data directory of `app_id` under `data_dir`, both created readable by their owner
+    only (0700): the tables kept there hold user ids, keys and costs."""
+    ensure_private_dir(data_dir)
+    return str(ensure_private_dir(data_dir / f"{app_id}-data"))

@@ -19,7 +19,7 @@ from callstream import logs
 from callstream.errors import MissingExtraError
 from callstream.settings import KafkaSettings
 from callstream.streams import faust_surface
-from callstream.streams.connection import faust_broker_settings
+from callstream.streams.connection import faust_broker_settings, faust_datadir
 from callstream.topics import TopicSpec
 
 try:
@@ -45,13 +45,12 @@ def worker_app(
     at-least-once processing, acks from all replicas, no faust web server, and a producer flush
     that waits for every record before a commit. `extra` holds a worker's own settings."""
     faust_surface.check()
-    data_dir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     app = faust.App(
         app_id,
         **faust_broker_settings(kafka),
         broker_client_id=kafka.client_id,
         store="memory://",
-        datadir=str(data_dir / f"{app_id}-data"),
+        datadir=faust_datadir(data_dir, app_id),
         processing_guarantee="at_least_once",
         topic_partitions=partitions,
         topic_replication_factor=1,

@@ -18,11 +18,16 @@ import orjson
 
 from callstream.errors import CallstreamError
 from callstream.producers.contract import partition_for_key
+from callstream.producers.prepare import contract_fields
 from callstream.streams.windows import WindowKey, WindowState
 
 
 class PartialError(CallstreamError, ValueError):
     """A partials message that is not one (never written by callstream, or corrupted)."""
+
+
+PARTIAL_FIELDS = contract_fields(("src", "o", "st"), objects=("w",))
+"""A partials message's fields: all its dead letter keeps of one."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from callstream.producers.contract import (
 )
 from callstream.producers.deadletter import dead_letter
 from callstream.producers.packing import split_into_arrays
+from callstream.producers.prepare import RAW_EVENT_FIELDS
 from callstream.streams.clock import EventTimeBounds, PartitionClock, is_late
 from callstream.streams.dedup import DedupIndex
 from callstream.streams.enrich import enrich, epoch_ms
@@ -191,4 +192,5 @@ class RawProcessor:
             source_partition=raw.partition,
             source_offset=raw.offset,
             batch_index=index,
+            fields=RAW_EVENT_FIELDS,
         )

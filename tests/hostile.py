@@ -42,6 +42,16 @@ CANARIES: tuple[str, ...] = (
     f"xai-{M}0123456789abcdefghijkl",
     f"gsk_{M}0123456789abcdefghijkl",
     f"eyJhbGciOiJIUzI1NiJ9.eyJDQU5BUlkiOiJDQU5BUlkifQ.{M}signature",
+    # issue 21: formats the patterns used to miss
+    f"xapp-1-A{M}0123456789-abcdef",
+    f"whsec_{M}0123456789abcdefghij",
+    (f"wJalr/K7{M}" + "bPxRfiCYEXAMPLEKEY0123456789")[:40],  # a bare AWS secret access key
+    f"IQoJb3JpZ2luX2Vj{M}EJr//////////wEaCXVz",  # an AWS session token
+    f"r8_{M}0123456789abcdefghij",
+    f"pplx-{M}0123456789abcdefghij",
+    f"glpat-{M}0123456789abcdef",
+    f"SG.{M}0123456789abcdef.{M}0123456789abcdefgh",
+    f"https://hooks.slack.com/services/T0{M}/B0{M}/webhooksecret11",
 )
 # Secrets recognisable only by where they are (a sensitive key, a URL's password, a bearer header).
 KEYED_CANARIES: dict[str, str] = {
@@ -50,7 +60,25 @@ KEYED_CANARIES: dict[str, str] = {
     "x-api-key": f"{M}headerkey3",
     "client_secret": f"{M}clientsecret4",
     "session_token": f"{M}session5",
+    "openai_key": f"{M}openaikey15",
+    "azure_key": f"{M}azurekey16",
+    "x-functions-key": f"{M}functionskey17",
+    "creds": f"{M}creds18",
+    "sessionid": f"{M}sessionid19",
+    "JSESSIONID": f"{M}jsessionid20",
 }
+# Secrets recognisable only in their context: (the secret, the text it is planted in).
+CONTEXT_CANARIES: dict[str, str] = {
+    f"{M}oauthcode12": f"redirected to https://app.example/cb?code={M}oauthcode12&state=x",
+    f"{M}pa/ss13": f"amqp://svc:{M}pa/ss13@broker.internal/vhost",
+    f"lQOYBF{M}pgpsecret10": (
+        f"-----BEGIN PGP PRIVATE KEY BLOCK----- lQOYBF{M}pgpsecret10 -----END PGP PRIVATE KEY BLOCK-----"
+    ),
+    "deadbeef" * 4: f"Azure OpenAI rejected key {'deadbeef' * 4}",  # 32 hex digits: no room for the mark
+    f"{M}harvalue14": f'{{"name": "X-Api-Key", "value": "{M}harvalue14"}}',
+}
+# A user id that is an e-mail address: never downstream as such (pseudonymised, or dropped).
+EMAIL_CANARY = f"{M}.alice@example.com"
 URL_CANARY = f"https://svc:{M}urlpassword6@gateway.internal/v1"
 BEARER_CANARY = f"Bearer {M}bearertoken7abc"
 ALL_CANARIES: tuple[str, ...] = (
@@ -58,7 +86,43 @@ ALL_CANARIES: tuple[str, ...] = (
     *KEYED_CANARIES.values(),
     f"{M}urlpassword6",
     f"{M}bearertoken7abc",
+    *CONTEXT_CANARIES,
+    EMAIL_CANARY,
 )
+
+# Prompt and response text a gateway logged beside a call: never kept anywhere downstream.
+PROMPT_CANARY = f"{M}prompttext8 tell me everything"
+RESPONSE_CANARY = f"{M}responsetext9 here it is"
+ALL_CANARIES += (PROMPT_CANARY, RESPONSE_CANARY)
+LOGGED_CONVERSATION: dict[str, Any] = {
+    "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": PROMPT_CANARY}],
+    "response": {"role": "assistant", "content": RESPONSE_CANARY},
+}
+# Text from the data that a terminal or a browser could take for markup or a command: every output
+# must show it as written (rich markup, rich links, escape sequences, HTML, plotly's HTML subset).
+MARKUP_TEXT: tuple[str, ...] = (
+    "[/bold]gpt-4.1",
+    "[bold red]gpt[/]",
+    "[link=https://evil.example]click[/link]",
+    "[/]",
+    "[",
+    "\\[bold]",
+    "<!--<script>",
+    "</script><script>alert(1)</script>",
+    "<a href='https://evil.example'>x</a>",
+    "<b>bold</b><br>",
+    "&amp; &lt;",
+    "a\u2028b",
+    ":smile: :red_heart:",
+)
+# Model names as the stream keeps them (lower case, no `provider/` prefix), so that the report's
+# keys are still markup, a link and HTML.
+MARKUP_MODELS: tuple[str, ...] = (
+    "[bold red]gpt-4.1",
+    "[link=https:evil.example]gpt",
+    "<img src=x onerror=alert(1)>",
+)
+ESCAPE_SEQUENCES: tuple[str, ...] = ("\x1b[2J\x1b[H", "\x1b]0;owned\x07", "\x9b31m", "a\rb", "\x07\x7f")
 
 EXPENSIVE_MODEL = "claude-opus-4-1"
 TEN_TO_THE_NINE = 10**9
@@ -68,7 +132,7 @@ def planted_message(i: int = 0) -> str:
     """An error message with every text-recognisable canary in it."""
     return (
         f"upstream {i} failed calling {URL_CANARY} with {BEARER_CANARY}; key {CANARIES[i % len(CANARIES)]} "
-        f"rejected; also {' '.join(CANARIES)}"
+        f"rejected; also {' '.join(CANARIES)}; {' ; '.join(CONTEXT_CANARIES.values())}"
     )
 
 
@@ -162,6 +226,60 @@ def hostile_events() -> list[HostileEvent]:
         ),
         HostileEvent("metadata that is a list", valid_event(20, metadata=[CANARIES[1]]), DEAD),
         HostileEvent("huge integer in metadata", valid_event(21, metadata={"n": 2**200}), EVENT),
+        # issue 21
+        HostileEvent("prompt and response beside a call", valid_event(22, **LOGGED_CONVERSATION), EVENT),
+        HostileEvent(
+            "prompt and response beside an invalid call",
+            valid_event(23, duration_ms="slow", **LOGGED_CONVERSATION),
+            DEAD,
+        ),
+        HostileEvent(
+            "prompt in an unknown field of an invalid call",
+            valid_event(24, event_time="yesterday", prompt_text=PROMPT_CANARY),
+            DEAD,
+        ),
+        HostileEvent(
+            "caller-set body in metadata",
+            valid_event(
+                25, metadata={"request_body": f"password=hunter2 {CANARIES[0]}", "response_body": "x" * 9000}
+            ),
+            EVENT,
+        ),
+        HostileEvent("model named as markup", valid_event(26, request_model=MARKUP_MODELS[0]), EVENT),
+        HostileEvent("model named as a link", valid_event(27, request_model=MARKUP_MODELS[1]), EVENT),
+        HostileEvent("model named as HTML", valid_event(28, request_model=MARKUP_MODELS[2]), EVENT),
+        HostileEvent(
+            "model closing markup it never opened", valid_event(35, request_model=MARKUP_TEXT[0]), EVENT
+        ),
+        HostileEvent("model with a C1 escape", valid_event(29, request_model="gpt\x9b31m"), DEAD),
+        HostileEvent(
+            "error message with escape sequences",
+            valid_event(30, error_message="boom " + " ".join(ESCAPE_SEQUENCES), status_code=500),
+            EVENT,
+        ),
+        HostileEvent("e-mail as user id", valid_event(31, user_id=EMAIL_CANARY), EVENT),
+        HostileEvent(
+            "IP addresses under other names",
+            valid_event(
+                32,
+                metadata={
+                    "ip_address": "203.0.113.9",
+                    "clientIp": "203.0.113.9",
+                    "x-forwarded-for": "203.0.113.9",
+                },
+            ),
+            EVENT,
+        ),
+        HostileEvent(
+            "header list in metadata",
+            valid_event(33, metadata={"headers": [{"name": "X-Api-Key", "value": f"{M}harvalue14"}]}),
+            EVENT,
+        ),
+        HostileEvent(
+            "credentials only their context shows",
+            valid_event(34, error_message=" ; ".join(CONTEXT_CANARIES.values()), status_code=401),
+            EVENT,
+        ),
     ]
     cases += [
         HostileEvent(
@@ -257,6 +375,29 @@ def hostile_lines(max_line_bytes: int = 1 << 20, big_line_bytes: int = 50 * 1024
         HostileLine("metadata a list", gw(20, metadata=[1, 2]), DEAD),
         HostileLine("tokens as text", gw(21, request_tokens="many"), DEAD),
         HostileLine("numeric user id", gw(22, user_id=12345), EVENT, "hl-22"),
+        # issue 21: a gateway that logs the conversation beside the call
+        HostileLine("conversation beside a call", gw(23, **LOGGED_CONVERSATION), EVENT, "hl-23"),
+        HostileLine(
+            "conversation beside a bad timestamp", gw(24, timestamp="yesterday", **LOGGED_CONVERSATION), DEAD
+        ),
+        HostileLine(
+            "conversation beside tokens that are no number",
+            gw(25, request_tokens="many", **LOGGED_CONVERSATION),
+            DEAD,
+        ),
+        HostileLine("model named as markup", gw(26, model=MARKUP_TEXT[1]), EVENT, "hl-26"),
+        HostileLine(
+            "error with escape sequences",
+            gw(27, status_code=500, error_message=ESCAPE_SEQUENCES[1]),
+            EVENT,
+            "hl-27",
+        ),
+        HostileLine("e-mail as user id", gw(28, user_id=EMAIL_CANARY), EVENT, "hl-28"),
+        HostileLine(
+            "new credential formats in an invalid line",
+            gw(29, timestamp="later", error_message=planted_message(1), metadata=dict(KEYED_CANARIES)),
+            DEAD,
+        ),
     ]
     lines += [
         HostileLine(
@@ -393,9 +534,34 @@ def log_lines(draw: st.DrawFn) -> bytes:
     return _dumps(record).replace(b"\n", b" ")
 
 
-def canaries_in(data: str | bytes) -> list[str]:
-    """Every planted canary found in `data` (empty when nothing leaked)."""
+def _keyed_forms(key: str, value: str) -> tuple[str, ...]:
+    return (f'"{key}":"{value}"', f'"{key}": "{value}"')
+
+
+# Where a context-only canary is recognisable: outside these, it is just text (hypothesis may draw it
+# bare, e.g. as a dictionary key), and no redaction policy can know it is a secret.
+CONTEXTS: dict[str, tuple[str, ...]] = {
+    **{value: _keyed_forms(key, value) for key, value in KEYED_CANARIES.items()},
+    f"{M}urlpassword6": (URL_CANARY,),
+    f"{M}bearertoken7abc": (BEARER_CANARY,),
+    **{secret: (planted,) for secret, planted in CONTEXT_CANARIES.items()},
+    EMAIL_CANARY: _keyed_forms("user_id", EMAIL_CANARY),
+}
+
+
+def canaries_in(data: str | bytes, source: str | bytes | None = None) -> list[str]:
+    """Every planted canary found in `data` (empty when nothing leaked). With the `source` that
+    produced `data`, a context-only canary (CONTEXTS) is not counted when the source also held it
+    outside every context that makes it recognisable."""
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    if source is not None:
+        given = source.decode("utf-8", "replace") if isinstance(source, bytes) else source
+
+        def excused(canary: str) -> bool:
+            forms = CONTEXTS.get(canary)
+            return forms is not None and given.count(canary) > sum(given.count(f) for f in forms)
+
+        return [c for c in canaries_in(text) if not excused(c)]
     # Whole canaries only: hypothesis draws strings from loaded modules' constants ("CANARY0000"),
     # so a fragment of the mark is no evidence of a leak. Redaction runs before any cut, so a
     # planted secret cannot survive as a fragment either (tests/unit/test_producer_deadletter.py).

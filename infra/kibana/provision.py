@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -29,6 +30,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from callstream import logs
 from callstream.errors import CallstreamError
+from callstream.producers.redaction import scrub_bounded
 from callstream.settings import ElasticsearchSettings
 
 log = logs.get(__name__)
@@ -120,6 +122,28 @@ class Connector:
 
     def update_body(self) -> dict[str, Any]:
         return {"name": self.name, "config": self.config, "secrets": self.secrets}
+
+    def secret_values(self) -> tuple[str, ...]:
+        """The connector's secrets as text to scrub from what Kibana says back (a URL whole, and
+        its path and query: Kibana repeats them in its errors, and a webhook's path is its token)."""
+        return secret_texts(self.secrets.values())
+
+
+def secret_texts(values: Any) -> tuple[str, ...]:
+    found: list[str] = []
+    for value in values:
+        if not isinstance(value, str) or not value:
+            continue
+        found.append(value)
+        parts = urlsplit(value)
+        if parts.scheme in ("http", "https"):
+            found += [p for p in (parts.path, parts.query, parts.password) if p and len(p) > 3]
+    return tuple(found)
+
+
+def said(response: httpx.Response, max_chars: int, secrets: tuple[str, ...] = ()) -> str:
+    """What Kibana answered, as it may be logged: scrubbed (redaction.scrub) and bounded."""
+    return scrub_bounded(response.text, max_chars, secrets)
 
 
 def connectors(alerts: AlertSettings) -> list[Connector]:
@@ -265,7 +289,8 @@ def import_saved_objects(client: httpx.Client, ndjson: bytes) -> int:
     _check(response, "import saved objects")
     result = response.json()
     if not result.get("success"):
-        raise ProvisionError(f"saved objects import failed: {orjson.dumps(result.get('errors')).decode()}")
+        errors = scrub_bounded(orjson.dumps(result.get("errors")).decode(), 1000)
+        raise ProvisionError(f"saved objects import failed: {errors}")
     return int(result.get("successCount", 0))
 
 
@@ -282,10 +307,12 @@ def upsert_connector(client: httpx.Client, connector: Connector) -> bool:
         log.warning(
             "connector not allowed by the license: skipped",
             connector=connector.id,
-            detail=response.text[:300],
+            detail=said(response, 300, connector.secret_values()),
         )
         return False
-    _check(response, f"{'update' if exists else 'create'} connector {connector.id}")
+    _check(
+        response, f"{'update' if exists else 'create'} connector {connector.id}", connector.secret_values()
+    )
     return True
 
 
@@ -298,9 +325,9 @@ def upsert_rule(client: httpx.Client, rule_id: str, rule: dict[str, Any]) -> str
     return "created"
 
 
-def _check(response: httpx.Response, what: str) -> None:
+def _check(response: httpx.Response, what: str, secrets: tuple[str, ...] = ()) -> None:
     if response.status_code >= 300:
-        raise ProvisionError(f"{what}: HTTP {response.status_code}: {response.text[:1000]}")
+        raise ProvisionError(f"{what}: HTTP {response.status_code}: {said(response, 1000, secrets)}")
 
 
 def provision(
@@ -325,14 +352,15 @@ def main(argv: list[str] | None = None) -> None:
         "(where alerts go), CALLSTREAM_ES_INDEX_PREFIX.",
     ).parse_args(argv)
     logs.configure()
+    secrets: tuple[str, ...] = ()
     try:
         kibana = KibanaSettings()
+        alerts = AlertSettings()
+        secrets = tuple(s for c in connectors(alerts) for s in c.secret_values())
         with kibana.client() as client:
-            summary = provision(
-                client, AlertSettings(), ElasticsearchSettings().index_prefix, kibana.ready_timeout_s
-            )
+            summary = provision(client, alerts, ElasticsearchSettings().index_prefix, kibana.ready_timeout_s)
     except (ProvisionError, httpx.HTTPError, ValueError) as exc:
-        log.error("Kibana provisioning failed", error=str(exc))
+        log.error("Kibana provisioning failed", error=scrub_bounded(str(exc), 2000, secrets))
         sys.exit(1)
     log.info("Kibana provisioned", **summary)
 

@@ -8,7 +8,11 @@ restarts, and no planted secret appears in any topic, index, spool file or log.
 
 from __future__ import annotations
 
+import html
+import os
 import random
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +31,7 @@ from callstream.producers.publisher import KafkaPublisher
 from callstream.producers.settings import ProducerSettings
 from callstream.settings import ElasticsearchSettings
 from tests.ground_truth import compare, expected_windows
-from tests.hostile import EVENT, _dumps, canaries_in, hostile_events, raw_events
+from tests.hostile import EVENT, MARKUP_MODELS, _dumps, canaries_in, hostile_events, raw_events
 from tests.pipeline import Pipeline, latest_aggregates, new_pipeline, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
@@ -180,6 +184,11 @@ def test_recorded_hostile_calls_through_the_whole_pipeline(
         for path in spool.rglob("*"):
             if path.is_file():
                 assert canaries_in(path.read_bytes()) == [], path
+        # The dead letters keep no prompt or response, and name what they dropped.
+        conversation = [d for d in dead if '"callstream.dropped"' in d["original"]]
+        assert any("messages" in orjson.loads(d["original"])["callstream.dropped"] for d in conversation)
+        # The report over these calls: no planted secret, and names as written, in every output.
+        assert_reports_literal(pipeline, tmp_path)
         out, err = capfd.readouterr()
         assert canaries_in(out + err) == []
         assert_workers_healthy(pipeline, workers)
@@ -188,6 +197,40 @@ def test_recorded_hostile_calls_through_the_whole_pipeline(
     for worker in workers:
         assert worker.returncode == 0, pipeline.logs()
     assert "stream worker stopped" in workers[0].log_path.read_text(errors="replace")
+
+
+def assert_reports_literal(pipeline: Pipeline, tmp_path: Path) -> None:
+    """`callstream report` as table, JSON, CSV and HTML: no canary in any, and the models named as
+    markup or HTML (tests/hostile.py) shown as written."""
+    env = os.environ | {
+        "CALLSTREAM_ES_URL": pipeline.servers.es_url,
+        "CALLSTREAM_ES_INDEX_PREFIX": pipeline.prefix,
+    }
+    page = tmp_path / "report" / "hostile.html"
+
+    def report(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "callstream.cli", "report", "--last", "2h", "--no-budgets", *args],
+            env=env,
+            capture_output=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr.decode()[-3000:]
+        assert canaries_in(result.stdout + result.stderr) == [], args
+        return result.stdout.decode()
+
+    parsed = orjson.loads(report("--format", "json"))
+    keys = [m["key"] for m in parsed["models"]]
+    marked = [k for k in keys if k in MARKUP_MODELS]
+    assert len(marked) == len(MARKUP_MODELS), keys  # the models named as markup, a link and HTML
+    table = report("--format", "table", "--html", str(page))
+    csv_text = report("--format", "csv")
+    html_text = page.read_text()
+    assert canaries_in(html_text) == []
+    assert page.stat().st_mode & 0o777 == 0o600
+    for key in marked:
+        assert key in table and key in csv_text and html.escape(key) in html_text, key
+    assert "\x1b" not in table
 
 
 @st.composite

@@ -61,10 +61,10 @@ def test_any_log_line_is_an_event_or_a_dead_letter(text: bytes) -> None:
         (letter,) = unit.letters
         parsed = DeadLetter.model_validate_json(letter)
         assert parsed.reason.startswith("/x.log:7: ") and parsed.source_line == 7
-        assert canaries_in(letter) == []
+        assert canaries_in(letter, text) == []
         return
     assert RawCallEvent.model_validate_json(encoded).event_id == event_id
-    assert canaries_in(encoded) == []
+    assert canaries_in(encoded, text) == []
 
 
 _INGESTOR: Ingestor

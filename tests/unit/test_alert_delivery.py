@@ -158,3 +158,57 @@ def test_outcome_rules_and_backoff() -> None:
         60000,
         60000,
     ]
+
+
+HTTP_ALLOWED = "CALLSTREAM_ALERT_ALLOW_HTTP_WEBHOOK_CREDENTIALS"
+SMTP_ALLOWED = "CALLSTREAM_ALERT_ALLOW_SMTP_LOGIN_WITHOUT_TLS"
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        (
+            {"webhook_url": "http://alerts.example.com/hook", "webhook_authorization": "Bearer t0ken"},
+            HTTP_ALLOWED,
+        ),
+        (
+            {"webhook_url": "http://user:pw@alerts.example.com/hook"},
+            HTTP_ALLOWED,
+        ),
+        (
+            {"slack_webhook_url": "http://hooks.slack.com/services/T/B/x"},
+            HTTP_ALLOWED,
+        ),
+        (
+            {
+                "smtp_host": "smtp.example.com",
+                "email_from": "a@example.com",
+                "smtp_starttls": False,
+                "smtp_username": "alerts",
+            },
+            SMTP_ALLOWED,
+        ),
+    ],
+)
+def test_credentials_in_clear_are_refused_at_start_unless_allowed_by_name(
+    fields: dict[str, object], named: str
+) -> None:
+    from pydantic import ValidationError
+
+    from callstream.alerts.settings import AlertSettings
+
+    with pytest.raises(ValidationError, match=named):
+        AlertSettings(**fields)
+    allow = named.removeprefix("CALLSTREAM_ALERT_").lower()
+    assert AlertSettings(**fields, **{allow: True}).transport_problems() == []
+
+
+def test_clear_transport_without_credentials_or_to_loopback_is_accepted() -> None:
+    from callstream.alerts.settings import AlertSettings
+
+    assert AlertSettings(webhook_url="http://alerts.example.com/hook").transport_problems() == []
+    local = AlertSettings(webhook_url="http://127.0.0.1:9000/hook", webhook_authorization="Bearer t0ken")
+    assert local.transport_problems() == []
+    login = {"email_from": "a@x", "smtp_starttls": False, "smtp_username": "u"}
+    assert AlertSettings(smtp_host="localhost", **login).transport_problems() == []
+    assert AlertSettings(smtp_host="smtp.example.com", smtp_secure=True, **login).transport_problems() == []

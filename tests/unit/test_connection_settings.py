@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -84,3 +85,25 @@ def test_elasticsearch_credentials_in_the_url_are_never_shown() -> None:
     assert es.safe_url == "https://[redacted]@es.example:9200/"
     assert "hunter2" not in es.safe_url
     assert ElasticsearchSettings(url="http://127.0.0.1:9200").safe_url == "http://127.0.0.1:9200"
+
+
+def test_the_workers_state_and_the_html_report_are_private(tmp_path: Path) -> None:
+    from callstream.streams.connection import faust_datadir
+
+    wide = tmp_path / "state"
+    wide.mkdir(mode=0o755)
+    wide.chmod(0o755)
+    datadir = Path(faust_datadir(wide, "callstream-stream"))
+    assert datadir == wide / "callstream-stream-data"
+    assert (wide.stat().st_mode & 0o777, datadir.stat().st_mode & 0o777) == (0o700, 0o700)
+
+    from callstream.reports.html import write_html
+    from tests.property.test_report_literal import report_of
+
+    old = tmp_path / "old.html"
+    old.write_text("x")
+    old.chmod(0o644)
+    for page in (tmp_path / "new" / "dir" / "report.html", old):
+        write_html(report_of(["m"], ["u"], ["e"]), page)
+        assert page.stat().st_mode & 0o777 == 0o600, page
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o700

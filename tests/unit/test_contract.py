@@ -442,3 +442,27 @@ def test_a_valid_batch_is_validated_in_one_pass(monkeypatch: pytest.MonkeyPatch)
     positioned, rejected = decode_positioned_events(one([BASE | {"event_id": f"e{i}"} for i in range(3)]))
     assert [(index, event.event_id) for index, event in positioned] == [(0, "e0"), (1, "e1"), (2, "e2")]
     assert rejected == []
+
+
+def test_control_characters_are_refused_in_names_and_replaced_in_free_text() -> None:
+    from pydantic import ValidationError
+
+    from callstream.producers.contract import describe_validation_error
+
+    base = {"event_id": "e", "event_time": "2026-03-01T00:00:00Z", "request_model": "m", "duration_ms": 1}
+    for name in ("gpt\x1b[2J", "gpt\x9b31m", "gpt\x7f", "user\x00"):
+        with pytest.raises(ValidationError) as caught:
+            RawCallEvent.model_validate(base | {"user_id": name})
+        assert describe_validation_error(caught.value) == (
+            "user_id: control characters (C0, DEL, C1: escape sequences) are not allowed"
+        )
+    event = RawCallEvent.model_validate(
+        base
+        | {"error_message": "boom\x1b]0;owned\x07\nline 2\x9b", "metadata": {"k\x1b": "v\x1b[2J", "n": 1}}
+    )
+    assert event.error_message == "boom\ufffd]0;owned\ufffd\nline 2\ufffd"
+    assert event.metadata == {"k\ufffd": "v\ufffd[2J", "n": 1}
+    assert (
+        RawCallEvent.model_validate(base | {"request_model": "[/bold]gpt-4.1"}).request_model
+        == "[/bold]gpt-4.1"
+    )

@@ -406,3 +406,35 @@ def test_connector_bodies() -> None:
         "secrets": {"webhookUrl": "u"},
     }
     assert "connector_type_id" not in connector.update_body()
+
+
+def test_what_kibana_says_back_is_scrubbed_before_it_is_logged_or_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = "https://hooks.slack.com/services/T0123ABCD/B0123ABCD/tokenpart0123456789"
+    monkeypatch.setenv("CALLSTREAM_ALERT_SLACK_WEBHOOK_URL", url)
+    monkeypatch.setenv("CALLSTREAM_ALERT_EMAIL_TO", "ops@example.com")
+    monkeypatch.setenv("CALLSTREAM_ALERT_EMAIL_FROM", "alerts@example.com")
+    monkeypatch.setenv("CALLSTREAM_ALERT_SMTP_HOST", "smtp.example.com")
+    monkeypatch.setenv("CALLSTREAM_ALERT_SMTP_USERNAME", "alerts")
+    monkeypatch.setenv("CALLSTREAM_ALERT_SMTP_PASSWORD", "smtp-pa55word-1")
+
+    def echoing(request: httpx.Request) -> httpx.Response:  # an error that repeats the connector
+        if request.url.path == "/api/status":
+            return httpx.Response(200, json={"status": {"overall": {"level": "available"}}})
+        if request.url.path.startswith("/api/saved_objects"):
+            return httpx.Response(200, json={"success": True, "successCount": 1})
+        if request.method == "GET":
+            return httpx.Response(404)
+        return httpx.Response(400, text=f"bad request: {request.content.decode()}")
+
+    with (
+        httpx.Client(base_url="http://kibana.test", transport=httpx.MockTransport(echoing)) as client,
+        pytest.raises(provision.ProvisionError) as caught,
+    ):
+        provision.provision(client, AlertSettings(), "callstream", ready_timeout_s=1)
+    message = str(caught.value)
+    assert "HTTP 400" in message and "tokenpart0123456789" not in message and "T0123ABCD/B0" not in message
+    emailed = provision.connectors(AlertSettings())[-1]
+    response = httpx.Response(403, text=f"license: {orjson.dumps(emailed.create_body()).decode()}")
+    assert "smtp-pa55word-1" not in provision.said(response, 300, emailed.secret_values())

@@ -117,3 +117,32 @@ def test_a_line_of_50_mb_is_never_held_whole(tmp_path: Path) -> None:
 def test_reasons_are_plain(line: bytes, reason: str) -> None:
     with pytest.raises(ValueError, match="^" + reason.replace("(", r"\(").replace(")", r"\)") + "$"):
         parse_line(line)
+
+
+def test_a_line_too_long_to_read_keeps_only_the_known_scalar_fields_of_its_head(tmp_path: Path) -> None:
+    import orjson
+
+    from callstream.producers.ingest import TOO_LONG_TO_READ
+    from tests.hostile import LOGGED_CONVERSATION, PROMPT_CANARY
+
+    record = valid_gateway_record(3, log_id="long-1") | {
+        "messages": [{"role": "user", "content": PROMPT_CANARY + ' \\"model\\": \\"x\\" ' * 20_000}],
+        "response": LOGGED_CONVERSATION["response"],
+    }
+    log_file = tmp_path / "long.log"
+    log_file.write_bytes(json.dumps(record).encode() + b"\n")
+    producer = FlakyProducer()
+    settings = ProducerSettings(max_line_bytes=MAX_LINE)
+    Ingestor(
+        [log_file], tmp_path / "cp.json", KAFKA, settings=settings, producer_factory=lambda c: producer
+    ).run()
+    (letter,) = producer.letters()
+    original = orjson.loads(letter["original"])
+    assert (
+        original["log_id"] == "long-1"
+        and original["model"] == "gpt-4.1"
+        and original["request_tokens"] == 103
+    )
+    assert original["callstream.dropped"] == [TOO_LONG_TO_READ]
+    assert "metadata" not in original and canaries_in(letter["original"]) == []
+    assert letter["original_truncated"]

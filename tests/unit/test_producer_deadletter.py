@@ -216,3 +216,29 @@ def test_detected_at_is_utc_whatever_the_machine_zone(monkeypatch: pytest.Monkey
 def test_lone_surrogates_become_encodable() -> None:
     letter = valid(dead_letter("bad \ud800 reason", "producer", {"k\ud800": "v\udfff"}))
     assert "\ud800" not in letter.original and "\ud800" not in letter.reason
+
+
+def test_a_stage_that_knows_its_contract_keeps_only_its_fields_in_each_object() -> None:
+    from callstream.producers.prepare import DROPPED_KEY, RAW_EVENT_FIELDS
+
+    gateway_line = {
+        "event_id": "e1",
+        "input_tokens": "many",
+        "messages": [{"role": "user", "content": "PROMPT-TEXT"}],
+        "response": {"content": "ANSWER-TEXT"},
+        "metadata": {"tenant": "t1", "api_key": "k"},
+    }
+    for original in (gateway_line, orjson.dumps(gateway_line), orjson.dumps([gateway_line, "text", [1]])):
+        letter = valid(dead_letter("invalid event", "stream.validate", original, fields=RAW_EVENT_FIELDS))
+        kept = orjson.loads(letter.original)
+        first = kept[0] if isinstance(kept, list) else kept
+        assert first == {
+            "event_id": "e1",
+            "input_tokens": "many",
+            "metadata": {"tenant": "t1", "api_key": REDACTED},
+            DROPPED_KEY: ["messages", "response"],
+        }
+        assert "PROMPT" not in letter.original and "ANSWER" not in letter.original
+        if isinstance(kept, list):
+            assert kept[1:] == ["text", "[list dropped]"]
+    assert "PROMPT" in dead_letter("no contract given", "alert.apply", gateway_line)["original"]

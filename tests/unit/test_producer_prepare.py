@@ -13,6 +13,7 @@ from callstream.errors import ConfigurationError
 from callstream.producers.contract import MAX_METADATA_KEYS, RawCallEvent
 from callstream.producers.deadletter import dead_letter
 from callstream.producers.prepare import (
+    DROPPED_KEY,
     MAX_METADATA_DEPTH,
     METADATA_TRUNCATED_KEY,
     REDACTED,
@@ -287,37 +288,61 @@ def test_safe_original_applies_privacy_and_redaction() -> None:
         "user_id": pseudonym("alice", b"k"),
         "metadata": {
             "client_ip": pseudonym("203.0.113.7", b"k"),
-            "req": {"CLIENT_IP": pseudonym("198.51.100.1", b"k"), "n": 1},
+            "req.CLIENT_IP": pseudonym("198.51.100.1", b"k"),
+            "req.n": 1,
             "k": "v",
         },
         "error_message": f"with {REDACTED}",
-        "7": "non-text key",
+        DROPPED_KEY: ["request_body", "7"],  # named, never kept; the producer's own `_deferred` left out
     }
     dropped = safe_original(item, Policy(user_id_mode="drop", client_ip_mode="drop"))
-    assert "user_id" not in dropped and dropped["metadata"] == {"req": {"n": 1}, "k": "v"}
-    assert dropped["event_id"] == "e1" and dropped["7"] == "non-text key"  # nothing after it lost
+    assert "user_id" not in dropped and dropped["metadata"] == {"req.n": 1, "k": "v"}
+    assert dropped["event_id"] == "e1" and dropped[DROPPED_KEY] == ["request_body", "7"]
     kept = safe_original(item, Policy(record_bodies=True))
-    assert kept["request_body"] == "the prompt" and kept["user_id"] == "alice" and "_deferred" not in kept
+    assert "request_body" not in kept and kept["user_id"] == "alice" and "_deferred" not in kept
     assert kept["metadata"]["client_ip"] == "203.0.113.7"
 
 
-def test_safe_original_privacy_reaches_down_to_the_metadata_depth_limit() -> None:
+def test_a_dead_letter_keeps_only_the_contracts_fields_and_names_the_rest() -> None:
+    prompt, answer = "PROMPT-TEXT tell me a secret", "ANSWER-TEXT here it is"
+    item = {
+        "event_id": "e1",
+        "event_time": "not a time",
+        "request_model": "gpt-4.1",
+        "messages": [{"role": "user", "content": prompt}],
+        "response": {"content": answer},
+        "request_model_extra": prompt,
+        "error_message": {"content": prompt},  # a known field, but not text: dropped too
+        "metadata": {"note": "x" * 5_000, "request_body": "y" * 5_000},
+    }
+    safe = safe_original(item, Policy(metadata_value_max_chars=100))
+    assert safe[DROPPED_KEY] == ["messages", "response", "request_model_extra", "error_message"]
+    assert {k: safe[k] for k in ("event_id", "event_time", "request_model")} == {
+        "event_id": "e1",
+        "event_time": "not a time",
+        "request_model": "gpt-4.1",
+    }
+    assert len(safe["metadata"]["note"]) == 100 and len(safe["metadata"]["request_body"]) == 100
+    assert "PROMPT-TEXT" not in str(safe) and "ANSWER-TEXT" not in str(safe)
+    letter = dead_letter("invalid event", "producer", safe)
+    assert "PROMPT-TEXT" not in letter["original"] and '"callstream.dropped"' in letter["original"]
+    many = safe_original({f"k{i}": i for i in range(100)}, Policy())
+    assert many[DROPPED_KEY][:2] == ["k0", "k1"] and many[DROPPED_KEY][-1] == "…and 68 more"
+    assert len(many) == 1
+
+
+def test_safe_original_metadata_beyond_the_depth_limit_is_a_marker() -> None:
     def wrapped(levels: int) -> dict[str, object]:
         doc: dict[str, object] = {"client_ip": "10.0.0.1", "n": 1}
         for _ in range(levels):
             doc = {"x": doc}
         return doc
 
-    def unwrap(doc: dict[str, object], levels: int) -> object:
-        for _ in range(levels):
-            doc = doc["x"]  # type: ignore[assignment]
-        return doc
-
     policy = Policy(client_ip_mode="drop")
-    at_limit = safe_original({"metadata": wrapped(MAX_METADATA_DEPTH)}, policy)["metadata"]
-    assert unwrap(at_limit, MAX_METADATA_DEPTH) == {"n": 1}
-    beyond = safe_original({"metadata": wrapped(MAX_METADATA_DEPTH + 1)}, policy)["metadata"]
-    assert unwrap(beyond, MAX_METADATA_DEPTH + 1) == {"client_ip": "10.0.0.1", "n": 1}  # left as is
+    at_limit = safe_original({"metadata": wrapped(MAX_METADATA_DEPTH - 1)}, policy)["metadata"]
+    assert at_limit == {".".join(["x"] * (MAX_METADATA_DEPTH - 1)) + ".n": 1}
+    beyond = safe_original({"metadata": wrapped(MAX_METADATA_DEPTH)}, policy)["metadata"]
+    assert "10.0.0.1" not in str(beyond)
 
 
 def test_metadata_integers_within_64_bits_stay_numbers() -> None:
@@ -400,8 +425,64 @@ def test_pseudonym_of_text_that_is_not_valid_unicode() -> None:
     )
 
 
-def test_safe_original_applies_the_client_ip_option_in_any_nested_object() -> None:
+def test_safe_original_drops_objects_outside_the_contract_and_metadata_that_is_not_one() -> None:
     safe = safe_original(
         {"extra": {"client_ip": "10.0.0.1", "n": 1}, "metadata": "text"}, Policy(client_ip_mode="drop")
     )
-    assert safe == {"extra": {"n": 1}, "metadata": "text"}
+    assert safe == {DROPPED_KEY: ["extra", "metadata"]}
+
+
+def test_a_body_the_caller_set_in_metadata_is_scrubbed_and_bounded_like_a_recorded_one() -> None:
+    policy = Policy(record_bodies=True, body_max_chars=64)
+    caller = {"request_body": "password=hunter2 sk-proj-abcdefghijklmnop0123 " + "x" * 1_000}
+    wire = build_event(item(metadata=caller, response_body="the answer"), policy)
+    body = wire["metadata"]["request_body"]
+    assert "hunter2" not in body and "sk-proj-abc" not in body and len(body) == 64
+    assert wire["metadata"]["response_body"] == "the answer"
+
+
+def test_a_header_pair_in_metadata_hides_its_value_once_flattened() -> None:
+    clean = sanitize_metadata(
+        {
+            "header": {"name": "x-api-key", "value": "hk-0123456"},
+            "list": [{"name": "Cookie", "value": "c=1"}],
+        },
+        Policy(),
+    )
+    assert clean["header.name"] == "x-api-key" and clean["header.value"] == REDACTED
+    assert "c=1" not in str(clean["list"]) and REDACTED in str(clean["list"])
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["ip", "IP", "ip_address", "client_ip", "clientIp", "x-forwarded-for", "X-Forwarded-For", "x-real-ip",
+     "X-Real-IP", "remote_addr", "req.clientIP", "cf-connecting-ip"],
+)  # fmt: skip
+def test_every_ip_like_key_follows_the_client_ip_option(key: str) -> None:
+    metadata = {key: "203.0.113.7", "zip": "12345", "tip": "x"}
+    assert sanitize_metadata(metadata, Policy(client_ip_mode="drop")) == {"zip": "12345", "tip": "x"}
+    hashed = sanitize_metadata(metadata, Policy(client_ip_mode="hash", hash_key=b"k"))
+    assert hashed[key] == pseudonym("203.0.113.7", b"k")
+    assert sanitize_metadata(metadata, Policy())[key] == "203.0.113.7"  # kept by default, as documented
+
+
+def test_an_e_mail_in_user_id_is_pseudonymised_by_default_and_kept_only_when_asked() -> None:
+    mail = "Alice.Smith+llm@example.co.uk"
+    keyed = build_event(item(user_id=mail), Policy(hash_key=b"k"))
+    assert keyed["user_id"] == pseudonym(mail, b"k")
+    assert build_event(item(user_id="user-42"), Policy(hash_key=b"k"))["user_id"] == "user-42"
+    keyless = build_event(item(user_id=f"tenant/{mail}"), Policy())
+    assert "user_id" not in keyless and "example.co.uk" not in str(keyless)
+    assert keyless["metadata"]["callstream.user_id"].startswith("an e-mail address, dropped")
+    assert build_event(item(user_id=mail), Policy(user_id_mode="keep"))["user_id"] == mail
+    assert ProducerSettings().user_id_mode == "hash_email"
+    assert safe_original({"user_id": mail}, Policy(hash_key=b"k"))["user_id"] == pseudonym(mail, b"k")
+
+
+def test_the_privacy_summary_says_what_is_kept() -> None:
+    lines = ProducerSettings().privacy_summary()
+    assert lines[0].startswith("user_id: kept, except one holding an e-mail address: dropped")
+    assert "x-forwarded-for" in lines[1] and "kept as given" in lines[1]
+    assert "never recorded" in lines[2]
+    hashed = ProducerSettings(client_ip_mode="drop", privacy_hash_key="k" * 32, record_bodies=True)  # type: ignore[arg-type]
+    assert "keyed pseudonym" in hashed.privacy_summary()[0] and "dropped" in hashed.privacy_summary()[1]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import orjson
 import pytest
 
 from callstream.producers.memory import MemoryPublisher
@@ -138,3 +140,43 @@ def test_call_fields_follow_asyncio_tasks(memory: MemoryPublisher) -> None:
 
     asyncio.run(both())
     assert sorted(e.session_id or "" for e in memory.events) == ["a", "b"]
+
+
+def test_each_request_keeps_its_own_secrets_however_many_tenants_call_in_between() -> None:
+    """The keys an httpx request carried stay with its event: 200 tenants' keys registered before
+    the publisher's thread gets to the first event (more than any global set keeps) never make
+    that first key readable in its event."""
+    import httpx
+
+    from callstream.producers.httpx_instrumentation import RecordingTransport
+
+    class Later(MemoryPublisher):  # prepares events only when drained, like the publisher's thread
+        def __init__(self) -> None:
+            super().__init__()
+            self.queued: list[dict[str, Any]] = []
+
+        def put(self, item: dict[str, Any]) -> None:
+            self.queued.append(item)
+
+        def drain(self) -> None:
+            for item in self.queued:
+                super().put(item)
+
+    def echo(request: httpx.Request) -> httpx.Response:  # a provider that repeats the key it refused
+        body = orjson.dumps({"error": {"message": f"denied for {request.headers['api-key']} here"}})
+        return httpx.Response(
+            401, stream=httpx.ByteStream(body), headers={"content-type": "application/json"}
+        )
+
+    later = Later()
+    recorder = CallRecorder(later)
+    keys = [f"{i:04d}tenantkey{'ab' * 10}{i:04d}" for i in range(200)]
+    with httpx.Client(transport=RecordingTransport(httpx.MockTransport(echo), recorder)) as client:
+        for key in keys:
+            client.post("https://azure.example/openai/chat/completions", headers={"api-key": key}, json={})
+    later.drain()
+    assert len(later.wire) == len(keys)
+    text = orjson.dumps(later.wire).decode()
+    assert all(key not in text for key in keys)
+    assert all(event["error_message"] == "denied for [redacted] here" for event in later.wire)
+    assert "_secrets" not in text

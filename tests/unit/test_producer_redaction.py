@@ -67,6 +67,57 @@ CAUGHT = [
         " ok",
     ),
     ("-----BEGIN PRIVATE KEY-----\nMIIEpAIBAAKCAQEA cut off", "MIIEpAIB", ""),
+    # issue 21: formats that used to pass
+    ("slack app xapp-1-A0123456789-0123456789012-abcdef0123456789", "A0123456789", "slack app "),
+    ("slack xoxe-1-abcdefghij0123456789", "xoxe-1-abc", "slack "),
+    (
+        "posting to https://hooks.slack.com/services/T0123ABCD/B0123ABCD/abcdefghijklmnopqrstuvwx failed",
+        "T0123ABCD/B0123ABCD",
+        "https://hooks.slack.com/services/",
+    ),
+    ("stripe whsec_abcdefghijklmnop0123456789ABCD", "whsec_abc", "stripe "),
+    (
+        "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nlQOYBF0123456789\n-----END PGP PRIVATE KEY BLOCK----- ok",
+        "lQOYBF",
+        " ok",
+    ),
+    ("aws secret wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY in the log", "wJalrXUtnFEMI", "aws secret "),
+    (
+        "session IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJHMEUCIQD0123456789abcdef end",
+        "IQoJb3JpZ2lu",
+        " end",
+    ),
+    ("old session FwoGZXIvYXdzEJr//////////wEaDM0123456789abcdef end", "FwoGZXIvYXdz", " end"),
+    ("replicate r8_0123456789abcdefghijABCDEFGHIJ01234", "r8_0123", "replicate "),
+    ("pplx pplx-0123456789abcdefghijABCDEFGHIJ0123456789abcdef", "pplx-0123", "pplx "),
+    ("gitlab glpat-0123456789abcdefABCD", "glpat-0123", "gitlab "),
+    (
+        "sendgrid SG.abcdefghijklmnopqrstuv.ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefg",
+        "SG.abcdef",
+        "sendgrid ",
+    ),
+    ("redirected to https://app/callback?code=4/0AbCdEf123&state=xyz", "4/0AbCdEf123", "&state=xyz"),
+    ("https://app/callback?state=1&code=SplxlOBeZQQYbYS6WxSbIA", "SplxlOBeZQQYbYS6WxSbIA", "state=1&code="),
+    ("amqp://svc:pa/ss/word@broker:5672/vhost", "pa/ss/word", "amqp://svc:"),
+    ("header Bearer abc12", "abc12", "header Bearer "),
+    (
+        "Azure OpenAI rejected key 0123456789abcdef0123456789abcdef",
+        "0123456789abcdef0123456789abcdef",
+        "key ",
+    ),
+    ("subscription key: 0123456789ABCDEF0123456789ABCDEF.", "0123456789ABCDEF", "subscription key: "),
+    ("openai_key=abc-123-def", "abc-123-def", "openai_key="),
+    ('{"azure_key": "azk-123456"}', "azk-123456", "azure_key"),
+    ("x-functions-key: fk0123456789", "fk0123456789", "x-functions-key: "),
+    ("creds=user1:pa55", "user1:pa55", "creds="),
+    ("set sessionid=abc123def; other=1", "abc123def", "sessionid="),
+    ("JSESSIONID=0123ABCD4567EF", "0123ABCD4567EF", "JSESSIONID="),
+    (
+        '[{"name": "x-api-key", "value": "hk-0123456"}, {"name": "accept", "value": "json"}]',
+        "hk-0123456",
+        '"accept", "value": "json"',
+    ),
+    ('{"key": "Authorization", "value": "Token abc123"}', "abc123", "Authorization"),
 ]
 
 LEFT_ALONE = [
@@ -81,6 +132,12 @@ LEFT_ALONE = [
     '{"max_tokens": 100, "model": "gpt-4.1", "token_count": 7}',
     "password_required: true",
     'token: null, "secret": ""',
+    "error code=429 after 3 tries",
+    "event 0123456789abcdef0123456789abcdef failed; trace 4bf92f3577b34da6a3ce929d0e0e4736",
+    "commit 2fd4e1c67a2d28fced849ee1bb76e7391b93eb12 built",
+    "missing Bearer token in the request; use the Bearer scheme",
+    '[{"name": "accept", "value": "application/json"}]',
+    "see https://host:8080/path?email=a",
 ]
 
 
@@ -282,3 +339,35 @@ def test_a_json_field_named_key_is_not_a_credential_but_a_key_parameter_is() -> 
     assert "abc123secretvalue" not in scrub("GET https://api.example/v1?key=abc123secretvalue&x=1")
     assert "abc123secretvalue" not in scrub("key=abc123secretvalue")
     assert "abc123secretvalue" not in scrub('{"api_key": "abc123secretvalue"}')
+
+
+def test_name_value_pairs_naming_a_credential_hide_their_value() -> None:
+    har = {
+        "headers": [
+            {"name": "X-Api-Key", "value": "hk-0123456"},
+            {"name": "Accept", "value": "application/json"},
+            {"key": "Authorization", "value": "Token abc123"},
+        ]
+    }
+    assert redact(har) == {
+        "headers": [
+            {"name": "X-Api-Key", "value": REDACTED},
+            {"name": "Accept", "value": "application/json"},
+            {"key": "Authorization", "value": REDACTED},
+        ]
+    }
+
+
+def test_new_key_names_are_sensitive_and_ordinary_ones_stay() -> None:
+    for key in ("openai_key", "azure_key", "AnthropicKey", "x-functions-key", "creds", "sessionid",
+                "JSESSIONID", "api_key_part1", "key_prefix", "key_2"):  # fmt: skip
+        assert is_sensitive_key(key), key
+    for key in ("session_id", "cache_key", "partition_key", "code", "error_code", "monkey", "keyword"):
+        assert not is_sensitive_key(key), key
+
+
+def test_a_registered_secret_split_across_two_fields_is_caught_in_each() -> None:
+    secret = "azure-0123456789abcdef0123456789abcdef"
+    halves = {"k1": secret[:19], "k2": secret[19:]}
+    assert redact(halves, (secret,)) == {"k1": REDACTED, "k2": REDACTED}
+    assert scrub("abcdefg", (secret,)) == "abcdefg"  # shorter than a piece: could be anything

@@ -159,9 +159,16 @@ def test_sink_dead_letter_document_and_message_agree() -> None:
 
 
 def test_oversized_and_unencodable_originals_give_bounded_dead_letters() -> None:
-    failure = DOCS.enriched(orjson.dumps([{"event_id": "", "blob": "x" * 50_000}]), ORIGIN).failures[0]
+    huge = {"event_id": "", "latency_sketch": {"b": "x" * 50_000}, "blob": "PROMPT"}
+    failure = DOCS.enriched(orjson.dumps([huge]), ORIGIN).failures[0]
     record = DOCS.sink_deadletter_record(failure, datetime(2026, 3, 9, tzinfo=UTC))
     assert record["original_truncated"] is True and len(record["original"]) == MAX_ORIGINAL_CHARS
+    assert "PROMPT" not in record["original"]  # a field no contract of the sink's knows: dropped
+    small = DOCS.enriched(orjson.dumps([{"event_id": "", "blob": "PROMPT"}]), ORIGIN).failures[0]
+    assert orjson.loads(DOCS.sink_deadletter_record(small, datetime.now(UTC))["original"]) == {
+        "event_id": "",
+        "callstream.dropped": ["blob"],
+    }
     assert record["original_bytes"] >= MAX_ORIGINAL_CHARS  # of what was read: the head of a huge one
     deep = b'[{"event_id":"e","event_time":"2026-03-01T00:00:00Z","x":' + b"[" * 300 + b"]" * 300 + b"}]"
     (bad,) = DOCS.enriched(deep, ORIGIN).failures  # valid JSON that orjson cannot encode again
