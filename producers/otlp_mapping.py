@@ -93,6 +93,16 @@ OPENINFERENCE_KIND = "openinference.span.kind"
 OPENINFERENCE_CALL_KINDS = {"LLM": "chat", "EMBEDDING": "embeddings"}
 OPERATION_ALIASES = {"completion": "text_completion", "embedding": "embeddings"}
 
+SPAN_ATTRIBUTES = frozenset(
+    (
+        *OPERATION, *PROVIDER, *REQUEST_MODEL, *RESPONSE_MODEL, *INPUT_TOKENS, *OUTPUT_TOKENS,
+        *CACHE_READ_TOKENS, *CACHE_CREATION_TOKENS, *REASONING_TOKENS, *TOTAL_TOKENS, *USER, *SESSION,
+        *SERVER_ADDRESS, *ERROR_TYPE, *HTTP_STATUS, *STREAMED, OPENLLMETRY_REQUEST_TYPE, OPENINFERENCE_KIND,
+    )
+)  # fmt: skip
+"""Every span attribute the mapping reads; the decoder turns no other into a Python value."""
+RESOURCE_ATTRIBUTES = frozenset(("service.name", *ENVIRONMENT, *USER))
+
 
 @dataclass(frozen=True, slots=True)
 class Span:
