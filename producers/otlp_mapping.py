@@ -24,6 +24,7 @@ priced at the cache rate by streams.pricing) nor lost (an exclusive count is com
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -91,6 +92,8 @@ CALL_OPERATIONS = frozenset(
 OPENLLMETRY_REQUEST_TYPE = "llm.request.type"  # chat | completion | embedding | rerank
 OPENINFERENCE_KIND = "openinference.span.kind"
 OPENINFERENCE_CALL_KINDS = {"LLM": "chat", "EMBEDDING": "embeddings"}
+# Some instrumentations record error.type as the repr of the exception class.
+_CLASS_REPR = re.compile(r"^<class '([\w.]{1,200})'>$")
 OPERATION_ALIASES = {"completion": "text_completion", "embedding": "embeddings"}
 
 SPAN_ATTRIBUTES = frozenset(
@@ -306,6 +309,8 @@ def _item(span: Span, operation: str) -> dict[str, Any]:
         )
     }
     error_type = _text(attributes, ERROR_TYPE)
+    if error_type is not None and (named := _CLASS_REPR.match(error_type)):
+        error_type = named.group(1).rsplit(".", 1)[-1]  # "<class 'openai.RateLimitError'>" -> its name
     if error_type is None and span.status_code == STATUS_ERROR:
         error_type = OTHER_ERROR
     status_code = _count(attributes, HTTP_STATUS)

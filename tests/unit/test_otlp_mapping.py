@@ -209,6 +209,8 @@ def test_error_status_and_error_type_give_the_error() -> None:
     assert untyped.error_type == "_OTHER" and untyped.usage == "reported"
     exc = event(CURRENT | {"error.type": "APIConnectionError"}, status_code=2, status_message="refused")
     assert (exc.error_type, exc.status_code, exc.error_message) == ("APIConnectionError", None, "refused")
+    named = event(CURRENT | {"error.type": "<class 'openai.RateLimitError'>"}, status_code=2)
+    assert named.error_type == "RateLimitError"
     ok = event(CURRENT, status_code=1, status_message="ignored without an error")
     assert ok.error_type is None and ok.error_message is None
 
