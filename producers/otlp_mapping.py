@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from callstream.producers.contract import MAX_TOKENS, RawCallEvent
+from callstream.producers.outcome import CONNECTION_ERROR, CONNECTION_NAMES, TIMEOUT, TIMEOUT_NAMES
 from callstream.producers.prepare import Policy, build_event
 
 EVENT_ID_PREFIX = "otlp-"
@@ -92,6 +93,18 @@ CALL_OPERATIONS = frozenset(
 OPENLLMETRY_REQUEST_TYPE = "llm.request.type"  # chat | completion | embedding | rerank
 OPENINFERENCE_KIND = "openinference.span.kind"
 OPENINFERENCE_CALL_KINDS = {"LLM": "chat", "EMBEDDING": "embeddings"}
+# The HTTP status the OpenAI and Anthropic SDKs' error classes stand for (both use these names).
+SDK_ERROR_STATUS = {
+    "BadRequestError": 400,
+    "AuthenticationError": 401,
+    "PermissionDeniedError": 403,
+    "NotFoundError": 404,
+    "ConflictError": 409,
+    "UnprocessableEntityError": 422,
+    "RateLimitError": 429,
+    "InternalServerError": 500,
+    "OverloadedError": 529,
+}
 # Some instrumentations record error.type as the repr of the exception class.
 _CLASS_REPR = re.compile(r"^<class '([\w.]{1,200})'>$")
 OPERATION_ALIASES = {"completion": "text_completion", "embedding": "embeddings"}
@@ -270,6 +283,39 @@ def _time(nanos: int) -> datetime:
         raise _Invalid(f"start_time_unix_nano {nanos} is not a time in range") from None
 
 
+def outcome_of(span: Span) -> tuple[str | None, int | None]:
+    """(error_type, HTTP status) of a call span, as the recorder names them (producers.outcome):
+
+    - a span without an error status or `error.type` is a success: its HTTP status, else 200;
+    - `error.type` names the error ("429", "timeout", an exception class); a class repr such as
+      "<class 'openai.RateLimitError'>" becomes the class name; the names of timeouts and
+      connection errors become 'timeout' and 'connection_error';
+    - an error status without `error.type` is '_OTHER' (the conventions' fallback);
+    - the HTTP status is `http.response.status_code`, else error.type when it is one, else the
+      status the OpenAI and Anthropic SDKs' error class stands for (RateLimitError: 429, ...)."""
+    attributes = span.attributes
+    error_type = _text(attributes, ERROR_TYPE)
+    if error_type is not None and (named := _CLASS_REPR.match(error_type)):
+        error_type = named.group(1).rsplit(".", 1)[-1]
+    if error_type is None and span.status_code == STATUS_ERROR:
+        error_type = OTHER_ERROR
+    status_code = _count(attributes, HTTP_STATUS)
+    if status_code is not None and not 100 <= status_code <= 599:
+        status_code = None
+    if error_type is None:
+        return None, status_code if status_code is not None else 200
+    if error_type in TIMEOUT_NAMES:
+        error_type = TIMEOUT
+    elif error_type in CONNECTION_NAMES:
+        error_type = CONNECTION_ERROR
+    if status_code is None:
+        if error_type.isdigit() and len(error_type) == 3 and 100 <= int(error_type) <= 599:
+            status_code = int(error_type)
+        else:
+            status_code = SDK_ERROR_STATUS.get(error_type)
+    return error_type, status_code
+
+
 def span_to_item(span: Span) -> dict[str, Any] | Ignored | Rejected:
     """The producer item of a GenAI call span (for `Publisher.put`), `Ignored` for any other span,
     `Rejected` with a reason for a GenAI span that cannot be a call event. Never raises."""
@@ -308,16 +354,7 @@ def _item(span: Span, operation: str) -> dict[str, Any]:
             ("total", TOTAL_TOKENS),
         )
     }
-    error_type = _text(attributes, ERROR_TYPE)
-    if error_type is not None and (named := _CLASS_REPR.match(error_type)):
-        error_type = named.group(1).rsplit(".", 1)[-1]  # "<class 'openai.RateLimitError'>" -> its name
-    if error_type is None and span.status_code == STATUS_ERROR:
-        error_type = OTHER_ERROR
-    status_code = _count(attributes, HTTP_STATUS)
-    if status_code is None and error_type is not None and error_type.isdigit() and len(error_type) == 3:
-        status_code = int(error_type)  # the HTTP status as error.type, as the conventions name it
-    if status_code is not None and not 100 <= status_code <= 599:
-        status_code = None
+    error_type, status_code = outcome_of(span)
     item: dict[str, Any] = {
         "event_id": event_id(span.trace_id, span.span_id),
         "event_time": _time(span.start_time_unix_nano),

@@ -89,7 +89,7 @@ def test_current_genai_conventions() -> None:
     assert e.usage == "reported"
     assert (e.server_address, e.service_name, e.environment) == ("api.openai.com", "support-bot", "prod")
     assert (e.user_id, e.session_id) == ("u-42", "conv-7")
-    assert e.error_type is None and e.status_code is None
+    assert e.error_type is None and e.status_code == 200  # a span without an error is a success
     assert e.metadata["otel.trace_id"] == TRACE.hex() and e.metadata["otel.span_id"] == SPAN.hex()
 
 
@@ -208,11 +208,21 @@ def test_error_status_and_error_type_give_the_error() -> None:
     untyped = event({"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"}, status_code=2)
     assert untyped.error_type == "_OTHER" and untyped.usage == "reported"
     exc = event(CURRENT | {"error.type": "APIConnectionError"}, status_code=2, status_message="refused")
-    assert (exc.error_type, exc.status_code, exc.error_message) == ("APIConnectionError", None, "refused")
+    assert (exc.error_type, exc.status_code, exc.error_message) == ("connection_error", None, "refused")
     named = event(CURRENT | {"error.type": "<class 'openai.RateLimitError'>"}, status_code=2)
-    assert named.error_type == "RateLimitError"
+    assert (named.error_type, named.status_code) == ("RateLimitError", 429)
+    timeout = event(CURRENT | {"error.type": "APITimeoutError"}, status_code=2)
+    assert (timeout.error_type, timeout.status_code) == ("timeout", None)
+    refused = event(CURRENT | {"error.type": "<class 'httpx.ConnectError'>"}, status_code=2)
+    assert refused.error_type == "ConnectError"
+    reset = event(CURRENT | {"error.type": "ConnectionError"}, status_code=2)
+    assert reset.error_type == "connection_error"
+    explicit = event(CURRENT | {"error.type": "RateLimitError", "http.response.status_code": 503})
+    assert explicit.status_code == 503
+    served = event(CURRENT | {"http.response.status_code": 201})
+    assert (served.error_type, served.status_code) == (None, 201)
     ok = event(CURRENT, status_code=1, status_message="ignored without an error")
-    assert ok.error_type is None and ok.error_message is None
+    assert ok.error_type is None and ok.error_message is None and ok.status_code == 200
 
 
 def test_status_message_passes_the_redaction_policy() -> None:
