@@ -40,6 +40,7 @@ BENCHMARKS = [
     ("bench.sink", "command", "sink"),
     ("bench.freshness", "command", "freshness"),
     ("bench.alert", "command", "alert"),
+    ("bench.otlp", "command", "otlp"),
 ]
 
 
