@@ -243,3 +243,17 @@ def test_http_server_refuses_oversized_bodies_unread_and_keeps_serving(
     again.close()
     # the same span twice (an exporter's retry): one event id, so the stream's dedup keeps it once
     assert len(memory.wire) == 2 and len({e["event_id"] for e in memory.wire}) == 1
+
+
+def test_chunked_bodies_are_read_within_the_limit(running: tuple[RunningReceiver, MemoryPublisher]) -> None:
+    served, memory = running
+    body = request(ATTRS).SerializeToString()
+    connection = http.client.HTTPConnection("127.0.0.1", served.http_port, timeout=10)
+    connection.request(
+        "POST", "/v1/traces", iter([body[:10], body[10:]]), {"Content-Type": PROTO}, encode_chunked=True
+    )
+    reply = connection.getresponse()
+    assert reply.status == 200
+    reply.read()
+    connection.close()
+    assert len(memory.wire) == 1
