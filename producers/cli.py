@@ -138,6 +138,14 @@ def otlp(
         None, help="OTLP/gRPC port (CALLSTREAM_OTLP_GRPC_PORT; default 4317)"
     ),
     no_grpc: bool = typer.Option(False, "--no-grpc", help="Serve OTLP/HTTP only"),
+    from_kafka: str | None = typer.Option(
+        None,
+        "--from-kafka",
+        metavar="TOPIC",
+        help="Read an OpenTelemetry Collector's kafka exporter topic (otlp_proto or otlp_json) instead "
+        "of listening; the topic name is used as it is, without the callstream prefix",
+    ),
+    group_id: str = typer.Option("callstream-otlp", help="Consumer group of --from-kafka"),
 ) -> None:
     """Receive OpenTelemetry GenAI spans (OTLP/HTTP and OTLP/gRPC) and publish them as call events."""
     from callstream.producers.otlp_receiver import PUBLISHER_GAUGES, OtlpReceiver, exposed_counts, start
@@ -155,10 +163,25 @@ def otlp(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    receiver = OtlpReceiver(KafkaPublisher(producer, KafkaSettings()), settings, producer)
-    running = start(receiver)
+    kafka = KafkaSettings()
+    receiver = OtlpReceiver(KafkaPublisher(producer, kafka), settings, producer)
     metrics = Metrics("otlp")
     metrics.expose(exposed_counts(receiver), "OTLP receiver counts since start", gauges=PUBLISHER_GAUGES)
+    if from_kafka is not None:
+        from callstream.producers.otlp_kafka import KafkaSource
+
+        source = KafkaSource(receiver, kafka, from_kafka, group_id)
+        metrics.expose(lambda: vars(source.stats), "OTLP messages read from Kafka")
+        metrics.serve_or_warn(settings.metrics_host, settings.metrics_port)
+        metrics.set_healthy(True)
+        try:
+            source.run(stop)
+        finally:
+            receiver.publisher.close()
+            metrics.close()
+        log.info("otlp done", **receiver.stats.snapshot(), **vars(source.stats))
+        return
+    running = start(receiver)
     metrics.serve_or_warn(settings.metrics_host, settings.metrics_port)
     try:
         with progress() as bar:

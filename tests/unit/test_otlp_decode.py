@@ -274,3 +274,14 @@ def test_status_body_is_a_google_rpc_status() -> None:
     assert body == b"\x08\x03\x12\x08bad body"
     assert orjson.loads(status_body(14, "kafka away", "json")) == {"code": 14, "message": "kafka away"}
     assert Status  # the trace Status is a different message: not what errors carry
+
+
+def test_collector_kafka_messages_in_both_encodings() -> None:
+    from callstream.producers.otlp_kafka import decode_message
+
+    (proto,) = decode_message(request(ATTRS).SerializeToString())
+    (json_span,) = decode_message(b"  " + orjson.dumps(JSON_BODY))
+    assert proto.span_id.hex() == json_span.span_id.hex() == SPAN_HEX
+    for bad in (None, b"", b"\xff\xff\xff", b"{nope"):
+        with pytest.raises(RequestError):
+            decode_message(bad)
