@@ -8,6 +8,7 @@ import gzip
 import http.client
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -257,3 +258,56 @@ def test_chunked_bodies_are_read_within_the_limit(running: tuple[RunningReceiver
     reply.read()
     connection.close()
     assert len(memory.wire) == 1
+
+
+def test_bearer_token_on_both_transports_with_the_sdk_exporters() -> None:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+    memory = MemoryPublisher()
+    served = start(receiver(memory, grpc_port=0, bearer_token=SecretStr("tok-abcdef123456")))
+    try:
+        good = {"authorization": "Bearer tok-abcdef123456"}
+        http_url = f"http://127.0.0.1:{served.http_port}/v1/traces"
+        grpc_url = f"127.0.0.1:{served.grpc_port}"
+        _export_with_sdk(HttpExporter(endpoint=http_url, headers=good))
+        _export_with_sdk(GrpcExporter(endpoint=grpc_url, insecure=True, headers=good))
+        _export_with_sdk(HttpExporter(endpoint=http_url, headers={"authorization": "Bearer nope"}))
+        _export_with_sdk(GrpcExporter(endpoint=grpc_url, insecure=True))
+        assert len(memory.wire) == 2
+        # each export sends its 2 spans one request at a time (SimpleSpanProcessor): 2 refused each
+        assert served.receiver.stats.snapshot()["requests_refused"] == 4
+    finally:
+        served.stop(grace_s=1)
+
+
+def test_tls(tmp_path: Path) -> None:
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subject = ["-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"]
+    files = ["-keyout", str(key), "-out", str(cert)]
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", *subject, *files],
+        check=True,
+        capture_output=True,
+    )
+    memory = MemoryPublisher()
+    served = start(receiver(memory, tls_cert_file=cert, tls_key_file=key))
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+        connection = http.client.HTTPSConnection("127.0.0.1", served.http_port, timeout=10, context=context)
+        connection.request("POST", "/v1/traces", request(ATTRS).SerializeToString(), {"Content-Type": PROTO})
+        reply = connection.getresponse()
+        assert reply.status == 200
+        reply.read()
+        connection.close()
+        plain = http.client.HTTPConnection("127.0.0.1", served.http_port, timeout=10)
+        with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
+            plain.request("POST", "/v1/traces", b"", {"Content-Type": PROTO})
+            plain.getresponse()
+        plain.close()
+        assert len(memory.wire) == 1
+    finally:
+        served.stop(grace_s=1)
