@@ -198,7 +198,9 @@ def normalise_tokens(
 
 def event_id(trace_id: bytes, span_id: bytes) -> str:
     """The event id of a span: a function of its trace and span ids only, so an exporter's retry
-    or a Collector's redelivery of the same span is a duplicate that the stream's dedup drops."""
+    or a Collector's redelivery of the same span is a duplicate that the stream's dedup drops. It
+    also finds the trace: `otlp-<trace id hex>-<span id hex>` (no metadata repeats them, which
+    would cost each event a scrub of every key and value in the publisher)."""
     return f"{EVENT_ID_PREFIX}{trace_id.hex()}-{span_id.hex()}"
 
 
@@ -372,8 +374,6 @@ def _item(span: Span, operation: str) -> dict[str, Any]:
         "user_id": _text(attributes, USER) or _text(span.resource, USER),
         "session_id": _text(attributes, SESSION),
         "streamed": _flag(attributes, STREAMED),
-        "metadata": {"otel.trace_id": span.trace_id.hex(), "otel.span_id": span.span_id.hex()}
-        | ({"otel.scope": span.scope_name} if span.scope_name else {}),
     }
     if any(counts[name] is not None for name in ("input", "output", "total")):
         tokens = normalise_tokens(
