@@ -34,6 +34,7 @@ def test_collector_topic_is_read_once_and_committed(servers: LocalServers, tmp_p
     producer = Producer(pipeline.kafka.confluent_config())
     proto = request(ATTRS | {"gen_ai.input.messages": SECRET}, count=7).SerializeToString()
     json_body = orjson.loads(orjson.dumps(JSON_BODY))
+    json_body["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["spanId"] = "00000000000000aa"  # its own span
     json_attributes = json_body["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"]
     json_attributes[:] = [a for a in json_attributes if a["key"] != "user.id"]  # bytes: a rejected span
     json_attributes.append({"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}})
