@@ -23,6 +23,7 @@ COMMANDS = [
     ("callstream.infra.cli", "demo", "demo"),
     ("callstream.producers.cli", "loadgen", "loadgen"),
     ("callstream.producers.cli", "ingest", "ingest"),
+    ("callstream.producers.cli", "otlp", "otlp"),
     ("callstream.streams.cli", "stream_command", "stream"),
     ("callstream.streams.cli", "replay_command", "replay"),
     ("callstream.sinks.cli", "sink_command", "sink"),
@@ -39,6 +40,7 @@ BENCHMARKS = [
     ("bench.sink", "command", "sink"),
     ("bench.freshness", "command", "freshness"),
     ("bench.alert", "command", "alert"),
+    ("bench.otlp", "command", "otlp"),
 ]
 
 

@@ -125,3 +125,78 @@ def ingest(
     log.info("ingest done", checkpoint=str(ingestor.checkpoint_path), **vars(stats))
     if stats.unacknowledged:
         raise typer.Exit(1)
+
+
+def otlp(
+    host: str | None = typer.Option(
+        None, help="Address to listen on (CALLSTREAM_OTLP_HOST; default 127.0.0.1)"
+    ),
+    http_port: int | None = typer.Option(
+        None, help="OTLP/HTTP port (CALLSTREAM_OTLP_HTTP_PORT; default 4318)"
+    ),
+    grpc_port: int | None = typer.Option(
+        None, help="OTLP/gRPC port (CALLSTREAM_OTLP_GRPC_PORT; default 4317)"
+    ),
+    no_grpc: bool = typer.Option(False, "--no-grpc", help="Serve OTLP/HTTP only"),
+    from_kafka: str | None = typer.Option(
+        None,
+        "--from-kafka",
+        metavar="TOPIC",
+        help="Read an OpenTelemetry Collector's kafka exporter topic (otlp_proto or otlp_json) instead "
+        "of listening; the topic name is used as it is, without the callstream prefix",
+    ),
+    group_id: str = typer.Option("callstream-otlp", help="Consumer group of --from-kafka"),
+) -> None:
+    """Receive OpenTelemetry GenAI spans (OTLP/HTTP and OTLP/gRPC) and publish them as call events."""
+    from callstream.producers.otlp_receiver import PUBLISHER_GAUGES, OtlpReceiver, exposed_counts, start
+    from callstream.producers.publisher import KafkaPublisher
+    from callstream.producers.settings import OtlpSettings, ProducerSettings
+
+    log = logs.get(__name__)
+    overrides = {
+        key: value
+        for key, value in (("host", host), ("http_port", http_port), ("grpc_port", grpc_port))
+        if value is not None
+    }
+    settings = OtlpSettings().model_copy(update=overrides | ({"grpc_port": None} if no_grpc else {}))
+    producer = ProducerSettings()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    kafka = KafkaSettings()
+    receiver = OtlpReceiver(KafkaPublisher(producer, kafka), settings, producer)
+    metrics = Metrics("otlp")
+    metrics.expose(exposed_counts(receiver), "OTLP receiver counts since start", gauges=PUBLISHER_GAUGES)
+    if from_kafka is not None:
+        from callstream.producers.otlp_kafka import KafkaSource
+
+        source = KafkaSource(receiver, kafka, from_kafka, group_id)
+        metrics.expose(lambda: vars(source.stats), "OTLP messages read from Kafka")
+        metrics.serve_or_warn(settings.metrics_host, settings.metrics_port)
+        metrics.set_healthy(True)
+        try:
+            source.run(stop)
+        finally:
+            receiver.publisher.close()
+            metrics.close()
+        log.info("otlp done", **receiver.stats.snapshot(), **vars(source.stats))
+        return
+    running = start(receiver)
+    metrics.serve_or_warn(settings.metrics_host, settings.metrics_port)
+    try:
+        with progress() as bar:
+            task = bar.add_task("otlp spans accepted", total=None)
+            while not stop.wait(1.0):
+                throttled = receiver.refusal()
+                metrics.set_healthy(throttled is None, throttled.reason if throttled else "", ttl_s=10)
+                bar.update(task, completed=receiver.stats.spans_accepted)
+        log.info("stop requested: finishing the requests being handled, then publishing what is queued")
+        running.stop()
+    finally:
+        metrics.close()
+    publisher = receiver.publisher.stats()
+    log.info(
+        "otlp done", **receiver.stats.snapshot(), published=publisher.published, spooled=publisher.spooled
+    )
+    if publisher.dropped:
+        raise typer.Exit(1)

@@ -154,3 +154,39 @@ class ProducerSettings(BaseSettings):
         }
         conf.update(self.librdkafka_overrides)
         return conf
+
+
+class OtlpSettings(BaseSettings):
+    """`callstream otlp`, the OpenTelemetry receiver. Environment prefix `CALLSTREAM_OTLP_`.
+
+    It publishes through ProducerSettings' path (queue, packing, spool, privacy rules): those
+    settings apply to it as to any producer."""
+
+    model_config = SettingsConfigDict(env_prefix="CALLSTREAM_OTLP_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    http_port: int | None = Field(default=4318, ge=0, le=65535, description="OTLP/HTTP; unset: off")
+    grpc_port: int | None = Field(default=4317, ge=0, le=65535, description="OTLP/gRPC; unset: off")
+    # Exporters send `Authorization: Bearer <token>` (OTEL_EXPORTER_OTLP_HEADERS) when this is set.
+    bearer_token: SecretStr | None = None
+    # TLS for both ports when both files are given (PEM).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # A request body over this (compressed) is refused with 413, and so is one that inflates beyond
+    # max_decompressed_bytes: a gzip bomb stops at the limit.
+    max_request_bytes: int = Field(default=4 << 20, ge=1_024)
+    max_decompressed_bytes: int = Field(default=32 << 20, ge=1_024)
+    # While Kafka is away, spans wait in the spool; when it has less room than this left, requests
+    # are answered 503 with Retry-After (the exporter keeps them and retries) instead of accepted.
+    spool_headroom_bytes: int = Field(default=8 << 20, ge=0)
+    retry_after_s: int = Field(default=5, ge=1, le=3_600)
+    # Requests handled at once (each holds its decoded body in memory until its spans are queued).
+    max_concurrent_requests: int = Field(default=16, ge=1, le=1_024)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=9465, ge=0, le=65535, description="0: any free port; unset: off")
+
+    @model_validator(mode="after")
+    def _tls_needs_both(self) -> OtlpSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("TLS needs both CALLSTREAM_OTLP_TLS_CERT_FILE and CALLSTREAM_OTLP_TLS_KEY_FILE")
+        return self
