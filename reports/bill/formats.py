@@ -362,12 +362,15 @@ def _anthropic_usage(day: date, res: Mapping[str, Any]) -> list[BillRow]:
         raise _Bad("cache_creation is not an object")
     write = _tokens(creation.get("ephemeral_1h_input_tokens") or 0, "ephemeral_1h_input_tokens")
     write += _tokens(creation.get("ephemeral_5m_input_tokens") or 0, "ephemeral_5m_input_tokens")
+    uncached = _tokens(res.get("uncached_input_tokens"), "uncached_input_tokens")
+    read = _tokens(res.get("cache_read_input_tokens") or 0, "cache_read_input_tokens")
+    output = _tokens(res.get("output_tokens"), "output_tokens")
     return [
-        _row(day, "anthropic", model, "input", "usage", _tokens(res.get("uncached_input_tokens"), "uncached_input_tokens")),
-        _row(day, "anthropic", model, "cache_read", "usage", _tokens(res.get("cache_read_input_tokens") or 0, "cache_read_input_tokens")),
+        _row(day, "anthropic", model, "input", "usage", uncached),
+        _row(day, "anthropic", model, "cache_read", "usage", read),
         _row(day, "anthropic", model, "cache_write", "usage", write),
-        _row(day, "anthropic", model, "output", "usage", _tokens(res.get("output_tokens"), "output_tokens")),
-    ]  # fmt: skip
+        _row(day, "anthropic", model, "output", "usage", output),
+    ]
 
 
 def _anthropic_cost(day: date, res: Mapping[str, Any]) -> list[BillRow]:
@@ -646,7 +649,7 @@ def parse_generic_csv(data: bytes) -> ParseResult:
             raise _Bad("neither quantity nor cost")
         currency = _currency(row["currency"]) if row["currency"].strip() else "USD"
         model = _model(row["model"], "model column")
-        return [_row(day, provider, model, kind, "usage_cost", quantity, cost, currency)]  # type: ignore[arg-type]
+        return [_row(day, provider, model, kind, "usage_cost", quantity, cost, currency)]
 
     _read_csv(data, result, GENERIC_COLUMNS, "a generic bill CSV", read)
     return result
