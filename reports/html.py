@@ -159,7 +159,8 @@ def _script_json(value: Any) -> str:
     return orjson.dumps(value).decode().replace("</", "<\\/")
 
 
-def render_html(report: Report) -> str:
+def render_html(report: Report, extra_sections: tuple[str, ...] = ()) -> str:
+    """`extra_sections`: HTML fragments (already escaped) appended after the report's own."""
     charts = figures(report)
     specs = [
         {"id": cid, "figure": orjson.loads(pio.to_json(fig, validate=False))} for cid, fig in charts.items()
@@ -282,13 +283,13 @@ def render_html(report: Report) -> str:
         f"<div class='meta'>{html.escape(report.range.description)}; generated "
         f"{html.escape(report.generated_at.isoformat(timespec='seconds'))}</div>"
         f"<ul class='notes'>{notes}</ul><div class='kpis'>{kpi_html}</div>"
-        f"<div class='grid'>{chart_html}</div>{''.join(sections)}"
+        f"<div class='grid'>{chart_html}</div>{''.join(sections)}{''.join(extra_sections)}"
         f"<script type='application/json' id='chart-specs'>{_script_json(specs)}</script>"
         f"<script>{RENDER_SCRIPT}</script></body></html>"
     )
 
 
-def write_html(report: Report, path: Path) -> Path:
+def write_html(report: Report, path: Path, extra_sections: tuple[str, ...] = ()) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(report), encoding="utf-8")
+    path.write_text(render_html(report, extra_sections), encoding="utf-8")
     return path
