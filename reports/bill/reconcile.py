@@ -469,7 +469,7 @@ def _finish(line: Line, settings: BillSettings) -> None:
     line.agrees = tokens_agree and money_agree and line.currency == "USD"
     if not line.agrees and not [e for e in line.explanations if e.kind not in ("rounding", "alias")]:
         line.explanations.append(Explanation("unexplained", "no cause found for the difference"))
-    elif not money_agree and line.cost_diff is not None:
+    elif not money_agree and line.cost_diff is not None and line.callstream_cost != 0:
         rest = line.cost_diff - line.price_effect - line.token_effect
         if abs(rest) > settings.money_tolerance_usd:
             line.explanations.append(
