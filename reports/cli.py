@@ -164,7 +164,14 @@ def report(
         except CallstreamError as exc:  # plotly missing: the `report` extra
             _fail(exc)
             return
-        write_html(result, html)
+        from callstream.reports.bill.cli import html_sections
+
+        try:
+            extra = html_sections(c)  # the providers' bills, where imported
+        except CallstreamError as exc:
+            Console(stderr=True).print(f"bill section left out: {exc}")
+            extra = ()
+        write_html(result, html, extra)
         Console(stderr=True).print(f"HTML report: {html.resolve()}")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -129,6 +128,15 @@ def day_range(span: Any) -> tuple[date, date]:
     return first, last
 
 
+def html_sections(context: dict[str, Any]) -> tuple[str, ...]:
+    """The bill's section for `callstream report --html`, when bill rows cover the report's days."""
+    from callstream.reports.bill.render import html_section
+
+    first, last = day_range(context["span"])
+    result = build_reconciliation(context["reader"], first, last, context["price_at"])
+    return (html_section(result),) if result.lines else ()
+
+
 def report_bill(context: dict[str, Any], output: Output, suggest: Path | None) -> None:
     from callstream.reports.bill.corrections import override_file
     from callstream.reports.bill.render import explanation_lines, table, to_json
@@ -203,7 +211,3 @@ def focus_command(
     else:
         output.write_text(text, encoding="utf-8")
         Console(stderr=True).print(f"{len(cells)} FOCUS rows: {output.resolve()}")
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

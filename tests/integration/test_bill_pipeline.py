@@ -337,6 +337,82 @@ def test_bill_import_reconcile_and_focus(data: tuple[Pipeline, list[RawCallEvent
     (tmp_path / "report-bill.txt").write_bytes(table.stdout)
     print(table.stdout.decode())
 
+    page = tmp_path / "report.html"
+    html = cli(
+        pipeline,
+        "report",
+        "--since",
+        UNSEEN_DAY,
+        "--until",
+        "2026-11-18",
+        "--no-budgets",
+        "--html",
+        str(page),
+    )
+    assert html.returncode == 0, html.stderr.decode()
+    text = page.read_text()
+    assert 'id="table-bill"' in text and "cache read tokens as input" in text
+
+    # The wrong price flows back: the bill's implied price as an override, history replayed, and
+    # the day agrees.
+    overrides = tmp_path / "bill-prices.json"
+    suggested = cli(
+        pipeline,
+        "report",
+        "bill",
+        "--since",
+        DAY,
+        "--until",
+        "2026-11-18",
+        "--suggest-overrides",
+        str(overrides),
+    )
+    assert suggested.returncode == 0, suggested.stderr.decode()
+    entries = orjson.loads(overrides.read_bytes())["prices"]
+    assert [(e["id"], e["effective_from"], e["input"]) for e in entries] == [
+        ("bill:gateway:gpt-4.1@2025-01-01", "2025-01-01T00:00:00Z", 8.0),
+        ("bill:gpt-4.1@2026-11-17", "2026-11-17T00:00:00Z", 2.0),
+    ]
+    pipeline.start("sink", name="sink-replay")
+    replay = pipeline.start(
+        "replay",
+        "--from",
+        DAY,
+        "--to",
+        "2026-11-18",
+        "--idle-s",
+        "8",
+        name="replay",
+        CALLSTREAM_STREAM_PRICE_FILES=orjson.dumps([str(overrides)]).decode(),
+    )
+    assert replay.wait(300) == 0, pipeline.logs()
+    want = (g["input"] * 2 + (g["cache_read"] + g["output"]) * 8) * 1_000_000  # pico-$
+    es = ElasticsearchSettings(url=pipeline.servers.es_url, index_prefix=pipeline.prefix).client()
+    try:
+
+        def replayed() -> bool:
+            es.indices.refresh(index=f"{pipeline.prefix}-aggregates-*")
+            query = {
+                "bool": {
+                    "filter": [
+                        {"term": {"dimension": "model"}},
+                        {"term": {"window_size": "1d"}},
+                        {"term": {"key": "gpt-4.1"}},
+                    ]
+                }
+            }
+            hits = es.search(index=f"{pipeline.prefix}-aggregates-*", query=query)["hits"]["hits"]
+            return [h["_source"]["cost_pico"] for h in hits] == [want]
+
+        wait_for(replayed, 120, interval_s=2, describe=pipeline.logs)
+    finally:
+        es.close()
+    pipeline.stop_all()
+    after = cli(pipeline, "report", "bill", "--since", DAY, "--until", "2026-11-18", "--format", "json")
+    assert after.returncode == 0, after.stderr.decode()
+    [gpt_after] = [ln for ln in orjson.loads(after.stdout)["lines"] if ln["model"] == "gpt-4.1"]
+    assert gpt_after["agrees"] and Decimal(gpt_after["cost_diff"]) == 0, gpt_after
+
     focus = cli(pipeline, "export", "focus", "--month", "2026-11", "--by", "service")
     assert focus.returncode == 0, focus.stderr.decode()
     from callstream.reports.bill.focus import validate
@@ -344,11 +420,13 @@ def test_bill_import_reconcile_and_focus(data: tuple[Pipeline, list[RawCallEvent
     rows = list(csv.DictReader(io.StringIO(focus.stdout.decode())))
     assert rows and all(validate({k: v or None for k, v in r.items()}) == [] for r in rows)
     billed = sum(Decimal(r["BilledCost"]) for r in rows)
-    exact = sum(
+    # the calls as replayed: gpt-4.1's uncached input at the corrected $2, the rest at the gateway sheet
+    exact = Decimal(want) / Decimal(10**12) + sum(
         (
             usd(e.input_tokens + e.output_tokens, Decimal(p.numerator) / Decimal(p.denominator))
             for e in events
             if (p := SEED_PRICES.get(e.request_model.lower())) is not None
+            and e.request_model.lower() != "gpt-4.1"
         ),
         Decimal(0),
     )
