@@ -33,6 +33,9 @@ GROUPS = [
     ("callstream.infra.cli", "local_app", "local"),
     ("callstream.reports.cli", "report_app", "report"),
     ("callstream.alerts.cli", "alert_app", "alert"),
+    ("callstream.reports.bill.cli", "bill_app", "bill"),
+    ("callstream.reports.bill.cli", "export_app", "export"),
+    ("callstream.streams.cli", "prices_app", "prices"),
 ]
 BENCHMARKS = [
     ("bench.producer", "command", "producer"),

@@ -114,7 +114,12 @@ def run_demo(
         kafka = srv.kafka_settings()
         es_settings = srv.es_settings()
         setup(kafka, es_settings)
-        env = dict(os.environ) | srv.env() | {"PYTHONUNBUFFERED": "1"}
+        # The demo's traffic is the ELK tutorial gateway's: its workers price with the gateway profile.
+        env = (
+            dict(os.environ)
+            | srv.env()
+            | {"PYTHONUNBUFFERED": "1", "CALLSTREAM_STREAM_PRICE_PROFILE": "gateway"}
+        )
         log_dir = srv.data_dir / "logs"
         log_dir.mkdir(exist_ok=True)
         workers.append(
@@ -284,7 +289,7 @@ def write_report_html(es_settings: ElasticsearchSettings, path: Path, console: C
     es = es_settings.client()
     try:
         reader = Reader(es, es_settings.index_prefix, settings)
-        prices = load_catalogue(StreamSettings()).lookup
+        prices = load_catalogue(StreamSettings(price_profile="gateway")).lookup
         report = build_report(reader, span, "model", prices, settings, budgets=load_budgets())
     finally:
         es.close()

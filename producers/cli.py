@@ -95,6 +95,12 @@ def ingest(
         line_format = "gateway"
     if line_format not in ("auto", "gateway", "callstream") or gateway_timestamp not in ("end", "start"):
         raise typer.BadParameter("--format must be auto|gateway|callstream and --gateway-timestamp end|start")
+    if line_format == "gateway":
+        # The stream workers price the calls, not ingest: say which price sheet these logs expect.
+        log.info(
+            "gateway logs: price them with the gateway profile",
+            hint="run the stream workers with CALLSTREAM_STREAM_PRICE_PROFILE=gateway (docs/pricing.md)",
+        )
     missing = [str(p) for p in paths if not p.exists() and not follow]
     if missing:
         raise typer.BadParameter(f"no such file: {', '.join(missing)}")

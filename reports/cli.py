@@ -165,7 +165,14 @@ def report(
         except CallstreamError as exc:  # plotly missing: the `report` extra
             _fail(exc)
             return
-        write_html(result, html)
+        from callstream.reports.bill.cli import html_sections
+
+        try:
+            extra = html_sections(c)  # the providers' bills, where imported
+        except CallstreamError as exc:
+            data_console(stderr=True).print(f"bill section left out: {escaped(exc)}")
+            extra = ()
+        write_html(result, html, extra)
         data_console(stderr=True).print(f"HTML report: {escaped(html.resolve())}")
 
 
@@ -214,3 +221,25 @@ def savings_command(
         console.print(f"[bold]callstream report savings[/] {escaped(c['span'].describe())}")
         for item in [*savings_tables(result), *caching_table(view)]:
             console.print(item)
+
+
+@report_app.command("bill")
+def bill_command(
+    since: str | None = SINCE,
+    until: str | None = UNTIL,
+    last: str | None = typer.Option(None, "--last", help="Length back from --until (default 30d)"),
+    output: str = typer.Option("table", "--format", help="table (terminal) or json"),
+    suggest_overrides: Path | None = typer.Option(
+        None, "--suggest-overrides", help="Write the prices the bill implies as a dated override file"
+    ),
+) -> None:
+    """The providers' imported bills beside callstream's cost, per provider, model and UTC day: the
+    differences in tokens and money and their explanations (price, token kind, alias, coverage,
+    currency, rounding). Thresholds: CALLSTREAM_BILL_* (docs/bill.md)."""
+    from callstream.reports.bill.cli import Output, report_bill
+
+    try:
+        c = _context("UTC", since, until, last or (None if since else "30d"))
+        report_bill(c, Output(output), suggest_overrides)
+    except (CallstreamError, ValueError) as exc:
+        _fail(exc)

@@ -173,7 +173,8 @@ def script_json(value: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def render_html(report: Report) -> str:
+def render_html(report: Report, extra_sections: tuple[str, ...] = ()) -> str:
+    """`extra_sections`: HTML fragments (already escaped) appended after the report's own."""
     charts = figures(report)
     specs = [
         {"id": cid, "figure": orjson.loads(pio.to_json(fig, validate=False))} for cid, fig in charts.items()
@@ -296,18 +297,18 @@ def render_html(report: Report) -> str:
         f"<div class='meta'>{html.escape(report.range.description)}; generated "
         f"{html.escape(report.generated_at.isoformat(timespec='seconds'))}</div>"
         f"<ul class='notes'>{notes}</ul><div class='kpis'>{kpi_html}</div>"
-        f"<div class='grid'>{chart_html}</div>{''.join(sections)}"
+        f"<div class='grid'>{chart_html}</div>{''.join(sections)}{''.join(extra_sections)}"
         f"<script type='application/json' id='chart-specs'>{script_json(specs)}</script>"
         f"<script>{RENDER_SCRIPT}</script></body></html>"
     )
 
 
-def write_html(report: Report, path: Path) -> Path:
+def write_html(report: Report, path: Path, extra_sections: tuple[str, ...] = ()) -> Path:
     """The page at `path`, readable by its owner only (0600: it holds user ids and costs); missing
     parent directories are made 0700."""
     if not path.parent.exists():
         ensure_private_dir(path.parent)
-    page = render_html(report).encode("utf-8")
+    page = render_html(report, extra_sections).encode("utf-8")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:
         os.fchmod(out.fileno(), 0o600)  # an existing file keeps its mode on open: tighten it too

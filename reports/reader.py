@@ -489,3 +489,70 @@ def _epoch_ms(value: Any) -> int:
     if isinstance(value, int | float):
         return int(value)
     return round(datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def focus_cells_query(days: list[tuple[str, int, int]], field: str, max_keys: int) -> dict[str, Any]:
+    """Calls per UTC day, `field` (service or user; calls without one under the key ''), model and
+    provider, with their cost and tokens: what the FOCUS export allocates."""
+    return {
+        "days": {
+            "date_range": {
+                "field": "event_time",
+                "ranges": [{"key": label, "from": iso_utc(a), "to": iso_utc(b)} for label, a, b in days],
+            },
+            "aggs": {
+                "keys": {
+                    "terms": {"field": field, "size": max_keys, "missing": ""},
+                    "aggs": {
+                        "models": {
+                            "terms": {"field": "model", "size": 500},
+                            "aggs": {
+                                "providers": {
+                                    "terms": {"field": "provider", "size": 10},
+                                    "aggs": {
+                                        "cost": {"sum": {"field": "cost_pico"}},
+                                        "tokens": {"sum": {"field": "total_tokens"}},
+                                    },
+                                }
+                            },
+                        }
+                    },
+                }
+            },
+        }
+    }
+
+
+def focus_cells(reader: Reader, span: TimeRange, attribute: str) -> list[dict[str, Any]]:
+    """`focus_cells_query`'s answer as records: day, key, model, provider, requests, tokens, cost_pico."""
+    if span.empty:
+        return []
+    days = []
+    start = span.start_ms
+    while start < span.end_ms:
+        end = min(start + 86_400_000, span.end_ms)
+        days.append((iso_utc(start)[:10], start, end))
+        start = end
+    found = reader._search(
+        reader.calls_index,
+        size=0,
+        query=reader._calls_query(span),
+        aggs=focus_cells_query(days, CALL_FIELDS[attribute], reader.settings.exact_terms_max_keys),
+    ).get("aggregations", {})
+    out = []
+    for d in found.get("days", {}).get("buckets", []):
+        for k in d["keys"]["buckets"]:
+            for m in k["models"]["buckets"]:
+                for p in m["providers"]["buckets"]:
+                    out.append(
+                        {
+                            "day": d["key"],
+                            "key": str(k["key"]) or None,
+                            "model": m["key"],
+                            "provider": p["key"],
+                            "requests": int(p["doc_count"]),
+                            "tokens": _int(p["tokens"]),
+                            "cost_pico": _int(p["cost"]),
+                        }
+                    )
+    return out

@@ -7,6 +7,9 @@ or a wrong type is refused and dead-lettered instead of silently widening the ma
   (request_status: error), which replaces a separate errors index without writing twice;
 - `{prefix}-aggregates-*` (monthly per window size), the latency sketch stored but not indexed;
 - `{prefix}-deadletter-*` (the stream's dead letters) and `{prefix}-sink-deadletter-*` (the sink's);
+- `{prefix}-bill-YYYY.MM` (monthly, by billed day) for the providers' usage and cost rows
+  `callstream bill import` writes (one document per day, provider, export kind, model and token
+  kind; `_id` derived from those);
 - `{prefix}-alerts-*` for alert documents (`dynamic: false`: their schema belongs to the alerting
   code, so unknown fields are kept in _source without being indexed, never refused).
 
@@ -186,6 +189,24 @@ ALERTS_PROPERTIES: dict[str, Any] = {
 }
 
 
+# A provider's bill, normalised (callstream.reports.bill.rows.BillRow): money as the exact decimal
+# string the export stated and as a double for sums.
+BILL_PROPERTIES: dict[str, Any] = {
+    "day": DATE,
+    "provider": KEYWORD,
+    "dataset": KEYWORD,
+    "model": KEYWORD,
+    "token_kind": KEYWORD,
+    "quantity": LONG,
+    "cost": DOUBLE,
+    "cost_decimal": KEYWORD,
+    "currency": KEYWORD,
+    "source_file": KEYWORD,
+    "source_format": KEYWORD,
+    "imported_at": DATE,
+}
+
+
 def ilm_policy(delete_after_days: int) -> dict[str, Any]:
     """Hot until deleted; no rollover (daily/monthly indices are named by event time)."""
     return {
@@ -225,6 +246,10 @@ def templates(es: ElasticsearchSettings, sink: SinkSettings) -> dict[str, dict[s
             "index_patterns": [f"{p}-sink-deadletter-*"],
             "template": {"mappings": {"dynamic": "strict", "properties": SINK_DEADLETTER_PROPERTIES}},
         },
+        f"{p}-bill": {
+            "index_patterns": [f"{p}-bill-*"],
+            "template": {"mappings": {"dynamic": "strict", "properties": BILL_PROPERTIES}},
+        },
         f"{p}-alerts": {
             "index_patterns": [f"{p}-alerts-*"],
             "template": {"mappings": {"dynamic": False, "properties": ALERTS_PROPERTIES}},
@@ -242,6 +267,7 @@ def retention_days(es: ElasticsearchSettings, sink: SinkSettings) -> dict[str, i
         f"{p}-deadletter": sink.deadletter_retention_days,
         f"{p}-sink-deadletter": sink.deadletter_retention_days,
         f"{p}-alerts": sink.alerts_retention_days,
+        f"{p}-bill": sink.bill_retention_days,
     }
 
 

@@ -69,6 +69,7 @@ class SinkSettings(BaseSettings):
     aggregates_retention_days: int = Field(default=730, ge=1, description="1h and 1d windows")
     deadletter_retention_days: int = Field(default=30, ge=1)
     alerts_retention_days: int = Field(default=365, ge=1)
+    bill_retention_days: int = Field(default=730, ge=1, description="imported provider bills")
 
     @model_validator(mode="after")
     def _backoff_bounds(self) -> SinkSettings:

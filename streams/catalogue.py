@@ -48,7 +48,7 @@ def load_catalogue(settings: StreamSettings) -> PriceCatalogue:
     """Override files in the order given, then genai-prices (if enabled). Built once per worker."""
     started = time.perf_counter()
     entries: list[Price] = []
-    for path in settings.price_files:
+    for path in settings.price_sources():
         entries.extend(load_price_file(path))
     overrides = len(entries)
     report = ConversionReport()
@@ -57,7 +57,8 @@ def load_catalogue(settings: StreamSettings) -> PriceCatalogue:
     log.info(
         "price catalogue loaded",
         override_entries=overrides,
-        price_files=[str(p) for p in settings.price_files],
+        price_profile=settings.price_profile,
+        price_files=[str(p) for p in settings.price_sources()],
         genai_prices_entries=report.entries,
         genai_prices_models=report.models,
         rounded_prices=report.rounded_prices,
@@ -240,3 +241,23 @@ def clause_regex(clause: Any) -> str:
         parts = [clause_regex(c) for c in clause.and_]
         return "".join(f"(?=(?:{p})$)" for p in parts) + ".*"
     raise UnsupportedClause(f"unsupported genai-prices match clause {kind}")
+
+
+def describe_price(price: Price | None, model: str, at: datetime) -> dict[str, Any]:
+    """What `callstream prices show` prints: the entry in force and the source it came from."""
+    if price is None:
+        return {"model": model, "at": at.isoformat(), "priced": False, "source": None}
+    per_mtok = {
+        name: float(Decimal(getattr(price, name)) / Decimal(1_000_000))
+        for name in ("input", "output", "cache_read", "cache_write", "reasoning")
+    }
+    return {
+        "model": model,
+        "at": at.isoformat(),
+        "priced": True,
+        "price_id": price.id,
+        "source": price.source,
+        "provider": price.provider,
+        "effective_from": datetime.fromtimestamp(price.effective_from_ms / 1000, UTC).isoformat(),
+        "usd_per_million_tokens": per_mtok,
+    }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
 
 import typer
 
@@ -116,3 +116,56 @@ def replay_command(
             f"run: callstream stream --replay --generation {generation} "
             f"--from {start.date().isoformat()} --to {end.date().isoformat()}"
         )
+
+
+prices_app = typer.Typer(
+    no_args_is_help=True, help="The price catalogue the stream workers price calls with."
+)
+
+
+@prices_app.command("show")
+def prices_show(
+    model: str = typer.Argument(..., help="Model name as calls carry it (e.g. gpt-4.1-2025-04-14)"),
+    at: str | None = typer.Option(None, "--at", help="Date or time (ISO 8601, UTC); default now"),
+    profile: str | None = typer.Option(
+        None, "--profile", help="list or gateway (default: CALLSTREAM_STREAM_PRICE_PROFILE, else list)"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="JSON instead of text"),
+) -> None:
+    """The price in force for MODEL at a time, and where it came from (override file, profile or
+    genai-prices), as the stream worker with the same settings would price it."""
+    import orjson
+
+    from callstream.streams.catalogue import describe_price, load_catalogue
+    from callstream.streams.enrich import normalise_model
+
+    logs.configure(logs.LogSettings(level="WARNING"))
+    try:
+        moment = datetime.fromisoformat((at or datetime.now(UTC).isoformat()).replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        overrides = {"price_profile": profile} if profile else {}
+        settings = StreamSettings(**overrides)  # type: ignore[arg-type]
+        catalogue = load_catalogue(settings)
+    except ValueError as exc:
+        typer.echo(f"callstream prices show: {exc}", err=True)
+        raise typer.Exit(2) from None
+    name = normalise_model(model)
+    found = describe_price(catalogue.lookup(name, int(moment.timestamp() * 1000)), name, moment)
+    found["profile"] = settings.price_profile
+    found["override_files"] = [str(p) for p in settings.price_sources()]
+    if as_json:
+        typer.echo(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
+        return
+    if not found["priced"]:
+        typer.echo(
+            f"{name} at {moment.isoformat()}: unpriced (no source knows it; profile {settings.price_profile})"
+        )
+        raise typer.Exit(1)
+    prices = ", ".join(f"{k} ${v:g}" for k, v in found["usd_per_million_tokens"].items())
+    typer.echo(f"{name} at {moment.isoformat()}: {prices} per million tokens")
+    typer.echo(f"  price id {found['price_id']}, in force from {found['effective_from']}")
+    typer.echo(
+        f"  source {found['source']} (profile {settings.price_profile}; override files: "
+        f"{', '.join(found['override_files']) or 'none'})"
+    )

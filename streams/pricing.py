@@ -23,6 +23,10 @@ import orjson
 PICO_PER_USD = 10**12
 PICO_PER_TOKEN_PER_USD_PER_MTOK = PICO_PER_USD // 1_000_000  # 1 $/Mtok = 1e6 pico-$ per token
 DEFAULT_OVERRIDES = Path(__file__).parent / "prices" / "gateway_overrides.json"
+# Named price profiles: override files priced before genai-prices. `list` is the providers' list
+# prices alone (genai-prices); `gateway` is the ELK tutorial gateway's price sheet (the seed data's
+# flat prices: gpt-4.1 at $8/$8 per million), which the demo and the tests' seed traffic use.
+PRICE_PROFILES: dict[str, tuple[Path, ...]] = {"list": (), "gateway": (DEFAULT_OVERRIDES,)}
 PRICE_FIELDS = ("input", "output", "cache_read", "cache_write", "reasoning")
 ENTRY_FIELDS = frozenset({"id", "provider", "match", "effective_from", *PRICE_FIELDS})
 MAX_CACHED_MODELS = 10_000  # distinct model names whose timelines are kept; producers control names

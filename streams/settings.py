@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from callstream.durations import DAY_MS, HOUR_MS
 from callstream.streams.clock import EventTimeBounds
-from callstream.streams.pricing import DEFAULT_OVERRIDES
+from callstream.streams.pricing import DEFAULT_OVERRIDES, PRICE_PROFILES
 
 SHIPPED_PRICES = "shipped"
 
@@ -51,7 +51,10 @@ class StreamSettings(BaseSettings):
     enriched_max_bytes: int = Field(default=512 * 1024, ge=1024)  # split enriched messages above this
     # Override files, most specific first; "shipped" names the file that comes with callstream
     # (wherever it is installed), so a list that adds your own can keep it.
-    price_files: list[Path] = Field(default_factory=lambda: [DEFAULT_OVERRIDES])
+    price_files: list[Path] = Field(default_factory=list)
+    # The named profile's files come after `price_files` (docs/pricing.md): `list` (the providers'
+    # list prices from genai-prices, the default) or `gateway` (the shipped gateway sheet).
+    price_profile: Literal["list", "gateway"] = "list"
     use_genai_prices: bool = True  # price models the override files lack from genai-prices
     web_port: int = 6066
     web_bind: str = "127.0.0.1"
@@ -68,6 +71,11 @@ class StreamSettings(BaseSettings):
     @classmethod
     def _shipped(cls, paths: list[Path]) -> list[Path]:
         return [DEFAULT_OVERRIDES if str(path) == SHIPPED_PRICES else path for path in paths]
+
+    def price_sources(self) -> list[Path]:
+        """The override files in the order they are consulted: `price_files`, then the profile's."""
+        files = list(self.price_files)
+        return files + [p for p in PRICE_PROFILES[self.price_profile] if p not in files]
 
     @model_validator(mode="after")
     def _replay_range(self) -> StreamSettings:

@@ -66,6 +66,8 @@ class Pipeline:
                 "CALLSTREAM_SINK_METRICS_PORT": "0",
                 "CALLSTREAM_PRODUCER_METRICS_PORT": "0",
                 "PYTHONUNBUFFERED": "1",
+                # the seed traffic's ground truth (tests/ground_truth.py) is the gateway sheet
+                "CALLSTREAM_STREAM_PRICE_PROFILE": "gateway",
             }
         )
         env.update(extra)

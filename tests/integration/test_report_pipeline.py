@@ -111,6 +111,7 @@ def run_report(pipeline: Pipeline, *args: str, check: bool = True) -> subprocess
     env = dict(os.environ) | {
         "CALLSTREAM_ES_URL": pipeline.servers.es_url,
         "CALLSTREAM_ES_INDEX_PREFIX": pipeline.prefix,
+        "CALLSTREAM_STREAM_PRICE_PROFILE": "gateway",
     }
     result = subprocess.run(
         [sys.executable, "-m", "callstream.cli", "report", *args],

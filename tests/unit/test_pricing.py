@@ -315,9 +315,20 @@ def test_compact_date_suffix_falls_back_to_the_dashed_form() -> None:
 
 
 def test_load_catalogue_overrides_only() -> None:
-    catalogue = load_catalogue(StreamSettings(use_genai_prices=False))
+    catalogue = load_catalogue(StreamSettings(use_genai_prices=False, price_profile="gateway"))
     assert {p.source for p in catalogue.entries} == {"override:gateway_overrides.json"}
-    assert StreamSettings().price_files == [DEFAULT_OVERRIDES]
+
+
+def test_list_prices_are_the_default_and_the_gateway_sheet_a_profile() -> None:
+    default = StreamSettings()
+    assert default.price_files == [] and default.price_profile == "list" and default.price_sources() == []
+    assert load_catalogue(StreamSettings(use_genai_prices=False)).entries == []
+    gateway = StreamSettings(price_profile="gateway")
+    assert gateway.price_sources() == [DEFAULT_OVERRIDES]
+    listed = load_catalogue(default).lookup("gpt-4.1", ms("2026-01-01T00:00:00Z"))
+    assert listed is not None and listed.source == "genai-prices" and listed.input == pico("2")
+    mine = StreamSettings(price_files=[Path("/x.json")], price_profile="gateway")
+    assert mine.price_sources() == [Path("/x.json"), DEFAULT_OVERRIDES]
 
 
 def test_price_files_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -356,7 +367,7 @@ def test_bad_price_file_in_settings_fails_at_startup(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def full_catalogue() -> PriceCatalogue:
-    return load_catalogue(StreamSettings())
+    return load_catalogue(StreamSettings(price_profile="gateway"))
 
 
 def test_override_beats_genai_prices(full_catalogue: PriceCatalogue) -> None:

@@ -75,6 +75,7 @@ def test_templates_cover_every_index_family_with_strict_mappings() -> None:
         "cs-deadletter-*",
         "cs-sink-deadletter-*",
         "cs-alerts-*",
+        "cs-bill-*",
     }
     for name, body in templates.items():
         dynamic = body["template"]["mappings"]["dynamic"]
