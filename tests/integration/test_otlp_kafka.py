@@ -43,30 +43,33 @@ def test_collector_topic_is_read_once_and_committed(servers: LocalServers, tmp_p
     assert producer.flush(30) == 0
     env = {"CALLSTREAM_PRODUCER_SPOOL_DIR": str(tmp_path / "spool"), "CALLSTREAM_OTLP_METRICS_PORT": "0"}
     args = ("otlp", "--from-kafka", source, "--group-id", f"{pipeline.prefix}-otlp")
-    first = pipeline.start(*args, name="otlp", **env)
+    try:
+        first = pipeline.start(*args, name="otlp", **env)
 
-    def raw_events() -> list[dict[str, object]]:
-        return array_items(pipeline.kafka, topics.RAW)
+        def raw_events() -> list[dict[str, object]]:
+            return array_items(pipeline.kafka, topics.RAW)
 
-    wait_for(lambda: len(raw_events()) >= 15, 90, 0.5, describe=pipeline.logs)
-    wait_for(lambda: array_items(pipeline.kafka, topics.DEADLETTER), 60, 0.5, describe=pipeline.logs)
-    assert pipeline.stop(first, signal.SIGTERM) == 0
-    events = raw_events()
-    assert len(events) == 15 and len({e["event_id"] for e in events}) == 8  # 7 + 1, the redelivery twice
-    (letter,) = array_items(pipeline.kafka, topics.DEADLETTER)
-    assert "not an OTLP trace request" in letter["reason"] and letter["source_topic"] == source
-    (done,) = log_events(first, "otlp done")
-    assert (done["messages"], done["dead_letters"], done["spans_accepted"]) == (4, 1, 15)
+        wait_for(lambda: len(raw_events()) >= 15, 90, 0.5, describe=pipeline.logs)
+        wait_for(lambda: array_items(pipeline.kafka, topics.DEADLETTER), 60, 0.5, describe=pipeline.logs)
+        assert pipeline.stop(first, signal.SIGTERM) == 0
+        events = raw_events()
+        assert len(events) == 15 and len({e["event_id"] for e in events}) == 8  # 7 + 1, the redelivery twice
+        (letter,) = array_items(pipeline.kafka, topics.DEADLETTER)
+        assert "not an OTLP trace request" in letter["reason"] and letter["source_topic"] == source
+        (done,) = log_events(first, "otlp done")
+        assert (done["messages"], done["dead_letters"], done["spans_accepted"]) == (4, 1, 15)
 
-    # Restarted, the group resumes after what it committed: one new span per partition comes
-    # through, and nothing before it is read again.
-    for partition in range(3):
-        marker = request(ATTRS, trace_id=bytes([partition + 1]) * 16)
-        producer.produce(source, marker.SerializeToString(), partition=partition)
-    assert producer.flush(30) == 0
-    second = pipeline.start(*args, name="otlp-again", **env)
-    wait_for(lambda: len(raw_events()) >= 18, 90, 0.5, describe=pipeline.logs)
-    assert pipeline.stop(second, signal.SIGTERM) == 0
-    assert len(raw_events()) == 18
-    everything = orjson.dumps([raw_events(), array_items(pipeline.kafka, topics.DEADLETTER)])
-    assert SECRET.encode() not in everything
+        # Restarted, the group resumes after what it committed: one new span per partition comes
+        # through, and nothing before it is read again.
+        for partition in range(3):
+            marker = request(ATTRS, trace_id=bytes([partition + 1]) * 16)
+            producer.produce(source, marker.SerializeToString(), partition=partition)
+        assert producer.flush(30) == 0
+        second = pipeline.start(*args, name="otlp-again", **env)
+        wait_for(lambda: len(raw_events()) >= 18, 90, 0.5, describe=pipeline.logs)
+        assert pipeline.stop(second, signal.SIGTERM) == 0
+        assert len(raw_events()) == 18
+        everything = orjson.dumps([raw_events(), array_items(pipeline.kafka, topics.DEADLETTER)])
+        assert SECRET.encode() not in everything
+    finally:
+        pipeline.stop_all()
