@@ -603,6 +603,27 @@ def _print_table(result: dict[str, Any]) -> None:
     )
 
 
+def _core(events: int, batch_size: int) -> None:
+    from bench.stream_core import measure
+
+    with console.status(f"the stream core on {events:,} synthetic events"):
+        result = measure(events, batch_size)
+    table = Table(title="stream core, CPU microseconds per event")
+    table.add_column("stage")
+    table.add_column("us/event", justify="right")
+    for stage, value in result["us_per_event"].items():
+        table.add_row(stage, f"{value:.2f}")
+    table.add_row("core (raw side)", f"{result['core_us_per_event']:.2f}")
+    table.add_row("merge side", f"{result['merge_us_per_event']:.2f}")
+    table.add_row("baseline: orjson.loads", f"{result['baseline_orjson_loads_us_per_event']:.2f}")
+    console.print(table)
+    console.print(
+        f"{result['events_per_cpu_s']:,} events per CPU-second on the raw side; "
+        f"{result['core_over_baseline']}x the baseline"
+    )
+    print(orjson.dumps(result).decode())
+
+
 def command(
     events: int = typer.Option(
         300_000, min=1000, help="Events to pre-produce (each contender processes all)"
@@ -626,8 +647,16 @@ def command(
         help="KEY=VALUE for the stream worker's environment, e.g. CALLSTREAM_STREAM_DEDUP_HORIZON_MS=60000",
     ),
     keep_logs: bool = typer.Option(False, help="Keep the contenders' logs (their path is printed)"),
+    core: bool = typer.Option(
+        False,
+        "--core",
+        help="Only the pure core, per stage, in this process (no Kafka; bench/stream_core.py)",
+    ),
 ) -> None:
     """Events/s of one stream worker vs a plain confluent-kafka loop (the limit) and Quix Streams."""
+    if core:
+        _core(events, batch_size)
+        return
     if any("=" not in item for item in stream_env):
         raise typer.BadParameter("--stream-env takes KEY=VALUE")
     span_s = events / RATE_PER_S + 120

@@ -33,7 +33,7 @@ from callstream.streams.enrich import enrich, epoch_ms
 from callstream.streams.keycap import KeyCap
 from callstream.streams.partials import Partial, encode_partial, partials_by_partition
 from callstream.streams.pricing import PriceCatalogue
-from callstream.streams.windows import Labels, labels_of, windows_of
+from callstream.streams.windows import Labels, WindowKey, WindowState, labels_of, windows_of
 
 JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
@@ -94,13 +94,34 @@ class RawProcessor:
         self.enriched_max_bytes = enriched_max_bytes
 
     def process(self, state: PartitionState, raw: RawInput) -> Outcome:
+        """Every stage, in order (`callstream bench stream --core` times each of them)."""
         out = Outcome()
+        valid = self.decode(raw, out)
+        mine = self.bound(valid, raw, out)
+        fresh = self.deduplicate(mine, state, raw, out)
+        docs = self.enrich_events(fresh, state.clock, out)
+        out.valid = len(docs)
+        out.enriched = self.pack(docs)
+        windows = self.fold(docs, state.keycap)
+        out.partials = self.partials(windows, state, raw)
+        out.expired_batches = state.dedup.expire(state.clock.stream_time_ms)
+        state.clock.next_offset = raw.offset + 1
+        return out
+
+    def decode(self, raw: RawInput, out: Outcome) -> list[tuple[int | None, RawCallEvent]]:
+        """Decode and validate the message's events; the rejected ones become dead letters."""
         valid, rejected = decode_positioned_events(raw.value, raw.origin)
         for rejection in rejected:
             out.dead_letters.append(
                 self._letter(rejection.reason, "stream.validate", rejection.original, raw, rejection.index)
             )
         out.invalid = len(rejected)
+        return valid
+
+    def bound(
+        self, valid: list[tuple[int | None, RawCallEvent]], raw: RawInput, out: Outcome
+    ) -> list[tuple[RawCallEvent, int]]:
+        """Events within the accepted event-time bounds that this partition owns, with their time."""
         events: list[tuple[RawCallEvent, int]] = []
         for index, event in valid:
             at = epoch_ms(event.event_time)
@@ -112,27 +133,39 @@ class RawProcessor:
                     self._letter(reason, "stream.event_time", event.to_wire(), raw, index)
                 )
                 out.out_of_bounds += 1
-        mine = self._set_aside_others(events, raw.partition, out)
+        return self._set_aside_others(events, raw.partition, out)
+
+    @staticmethod
+    def deduplicate(
+        mine: list[tuple[RawCallEvent, int]], state: PartitionState, raw: RawInput, out: Outcome
+    ) -> list[tuple[RawCallEvent, int]]:
         verdicts = state.dedup.admit(raw.offset, ((e.event_id, at) for e, at in mine))
         fresh = [pair for pair, ok in zip(mine, verdicts, strict=True) if ok]
         out.duplicates = len(mine) - len(fresh)
         if fresh:
             out.dedup_record = state.dedup.batches[raw.offset]
-        docs = self._enrich(fresh, state.clock, out)
-        out.valid = len(docs)
-        out.enriched = list(
+        return fresh
+
+    def pack(self, docs: list[dict[str, Any]]) -> list[bytes]:
+        """The enriched events as JSON-array messages of at most `enriched_max_bytes`."""
+        return list(
             split_into_arrays(
                 [orjson.dumps(doc, option=JSON_OPTIONS) for doc in docs], self.enriched_max_bytes
             )
         )
-        windows = windows_of(docs, self._capped_labels(state.keycap))
+
+    def fold(self, docs: list[dict[str, Any]], keycap: KeyCap) -> dict[WindowKey, WindowState]:
+        return windows_of(docs, self._capped_labels(keycap))
+
+    def partials(
+        self, windows: dict[WindowKey, WindowState], state: PartitionState, raw: RawInput
+    ) -> dict[int, bytes]:
+        """The message's windows as one encoded partial per partials partition that owns some."""
         source = f"{raw.topic}:{raw.partition}"
-        for target, states in partials_by_partition(windows, self.partitions).items():
-            partial = Partial(source, raw.offset, state.clock.stream_time_ms, states)
-            out.partials[target] = encode_partial(partial)
-        out.expired_batches = state.dedup.expire(state.clock.stream_time_ms)
-        state.clock.next_offset = raw.offset + 1
-        return out
+        return {
+            target: encode_partial(Partial(source, raw.offset, state.clock.stream_time_ms, states))
+            for target, states in partials_by_partition(windows, self.partitions).items()
+        }
 
     def _set_aside_others(
         self, events: list[tuple[RawCallEvent, int]], partition: int, out: Outcome
@@ -150,7 +183,7 @@ class RawProcessor:
         out.rerouted = sum(len(moved) for moved in elsewhere.values())
         return mine
 
-    def _enrich(
+    def enrich_events(
         self, events: list[tuple[RawCallEvent, int]], clock: PartitionClock, out: Outcome
     ) -> list[dict[str, Any]]:
         """Enrich in order; a late event is flagged and published to the late topic, and still counted."""
