@@ -368,3 +368,65 @@ def test_a_notification_refused_for_good_is_dead_lettered_and_recorded_undeliver
     assert '"key":"gemini-2.5-flash"' in letter["original"]
     records = [orjson.loads(m.value()) for m in iter_to_end(pipeline.kafka, pipeline.topic("alerts.events"))]
     assert records[-1]["key"] == "gemini-2.5-flash" and records[-1]["undelivered"] == ["webhook"]
+
+
+def test_workers_join_and_leave_while_the_webhook_refuses_and_the_incident_is_delivered_once(
+    pipeline: Pipeline, http: WebhookReceiver, tmp_path: Path
+) -> None:
+    """Three alert workers: a third joins while the firing's delivery is being refused (retries
+    pending at the rebalance), then the first leaves; once the webhook accepts again, it gets
+    exactly one firing and one resolution: no worker delivers for series it gave up, and the new
+    owner resumes the owed delivery instead of losing it."""
+    rules = write_rules(tmp_path / "rules.yaml", [ERROR_RULE])
+    # Retries every few seconds, and never given up while the test refuses them.
+    env = alert_env(pipeline, rules, http) | {
+        "CALLSTREAM_ALERT_RETRY_BACKOFF_MAX_MS": "5000",
+        "CALLSTREAM_ALERT_DELIVERY_MAX_ATTEMPTS": "1000",
+    }
+
+    def own_ports() -> dict[str, str]:
+        return {
+            "CALLSTREAM_ALERT_METRICS_PORT": str(free_port()),
+            "CALLSTREAM_ALERT_WEB_PORT": str(free_port()),
+        }
+
+    pipeline.start_stream_worker()
+    first = start_alert(pipeline, env)
+    second = start_alert(pipeline, env | own_ports())
+    admin = AdminClient(pipeline.kafka.confluent_config())
+    series_topic = pipeline.topic("alerts.series")
+    group_id = env["CALLSTREAM_ALERT_APP_ID"]
+
+    def split() -> list[int]:
+        group = admin.describe_consumer_groups([group_id])[group_id].result()
+        return sorted(
+            sum(1 for tp in member.assignment.topic_partitions if tp.topic == series_topic)
+            for member in group.members
+        )
+
+    wait_for(lambda: split() == [3, 3], 120, describe=lambda: f"{split()}{pipeline.logs()}")
+    refusing = 1_000_000
+    http.fail_next = refusing
+    traffic = LiveTraffic(pipeline.kafka, seed=9).start()
+    try:
+        time.sleep(20)
+        traffic.error_share["claude-sonnet-4-5"] = 0.5
+        wait_for(lambda: http.fail_next < refusing, 180, describe=pipeline.logs)  # firing refused
+        third = start_alert(pipeline, env | own_ports())
+        wait_for(lambda: split() == [2, 2, 2], 120, describe=lambda: f"{split()}{pipeline.logs()}")
+        assert pipeline.stop(first) == 0
+        wait_for(lambda: split() == [3, 3], 120, describe=lambda: f"{split()}{pipeline.logs()}")
+        traffic.error_share["claude-sonnet-4-5"] = 0.0
+        assert webhook_events(http) == []  # everything so far was refused
+        http.fail_next = 0
+        assert http.wait(lambda r: ("resolved", "claude-sonnet-4-5") in webhook_events(r), 300), (
+            pipeline.logs()
+        )
+        time.sleep(10)  # a duplicate from a former owner would arrive by now
+    finally:
+        traffic.stop()
+    assert set(traffic.errors) == {"claude-sonnet-4-5"}
+    assert webhook_events(http) == [("firing", "claude-sonnet-4-5"), ("resolved", "claude-sonnet-4-5")]
+    ids = [event["event_id"] for received in http.accepted("/webhook") for event in received.body["events"]]
+    assert len(ids) == len(set(ids)) == 2
+    assert second.poll() is None and third.poll() is None, pipeline.logs()
