@@ -148,14 +148,19 @@ def test_usage_missing_without_usage_non_json_or_closed_early(
     assert "usage" not in failed and failed["status_code"] == 429  # an error costs nothing: not missing
 
 
-def test_remembered_secrets_are_bounded(gateway: Gateway, memory: MemoryPublisher) -> None:
+def test_each_requests_key_stays_with_its_event_and_no_global_set_grows(
+    gateway: Gateway, memory: MemoryPublisher
+) -> None:
+    """100 tenants' keys: each request's key is scrubbed from its own event, and none is added to
+    the publisher's global set (which a gateway with many tenants would outgrow)."""
     recorder = CallRecorder(memory)
     transport = RecordingTransport(httpx.HTTPTransport(), recorder)
+    keys = [f"rotating-key-{i:04d}" for i in range(100)]
     with httpx.Client(base_url=gateway.base_url, transport=transport, timeout=5) as c:
-        for i in range(100):
-            c.post(
-                "/chat/completions",
-                json={"model": "gpt-4.1", **BODY},
-                headers={"x-api-key": f"rotating-key-{i:04d}"},
-            )
-    assert len(memory.policy.secrets) == 64 and memory.policy.secrets[-1] == "rotating-key-0099"
+        for key in keys:
+            c.post("/chat/completions", json={"model": "gpt-4.1", **BODY}, headers={"x-api-key": key})
+    assert memory.policy.secrets == ()
+    events = memory.events
+    assert len(events) == len(keys)
+    recorded = "".join(event.model_dump_json() for event in events)
+    assert not [key for key in keys if key in recorded]
