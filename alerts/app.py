@@ -58,7 +58,7 @@ from callstream.producers.deadletter import dead_letter, encode_dead_letter
 from callstream.producers.prepare import Fields, contract_fields
 from callstream.settings import KafkaSettings
 from callstream.streams.contract import WindowAggregate
-from callstream.streams.frame import byte_table, forget_unowned, worker_app
+from callstream.streams.frame import byte_table, forget_unowned, settled, worker_app
 
 log = logs.get(__name__)
 AGGREGATE_FIELDS = contract_fields(objects=WindowAggregate.model_fields)
@@ -164,8 +164,7 @@ class AlertWorker:
 
     @property
     def ready(self) -> bool:
-        recovered = cast(Any, self.app.tables).recovery.completed.is_set()
-        return bool(recovered and not self.app.rebalancing and not self.paused)
+        return settled(self.app) and not self.paused
 
     def owned_partitions(self) -> set[int]:
         consumer = cast(Any, self.app.consumer)
@@ -651,8 +650,7 @@ def create_app(
 
     @app.timer(interval=1.0)
     async def load_after_recovery() -> None:
-        recovered = cast(Any, app.tables).recovery.completed.is_set()
-        if recovered and not app.rebalancing and not worker.loaded:
+        if settled(app) and not worker.loaded:
             worker.load()
 
     @app.timer(interval=settings.evaluate_interval_s)

@@ -48,7 +48,7 @@ from callstream.streams.catalogue import load_catalogue
 from callstream.streams.clock import PartitionClock, publication_ms
 from callstream.streams.continuity import EndOfPartitionCheck, InputContinuity, first_expected
 from callstream.streams.dedup import DedupIndex
-from callstream.streams.frame import byte_table, forget_unowned, worker_app
+from callstream.streams.frame import byte_table, forget_unowned, settled, worker_app
 from callstream.streams.keycap import KeyCap, parse_slot_key, slot_key
 from callstream.streams.partials import (
     PARTIAL_FIELDS,
@@ -548,23 +548,20 @@ def create_app(
     async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
         pipeline.forget_cached_state()
 
-    def settled() -> bool:
-        return faust_surface.recovery_completed(app) and not app.rebalancing
-
     @app.timer(interval=1.0)
     async def republish_after_recovery() -> None:
-        if pipeline.republish_pending and settled():
+        if pipeline.republish_pending and settled(app):
             await pipeline.republish_windows()
 
     @app.timer(interval=5.0)
     async def fetch_input_left_behind() -> None:
-        if settled() and not pipeline.republish_pending:
+        if settled(app) and not pipeline.republish_pending:
             await pipeline.fetch_input_left_behind()
 
     @app.timer(interval=5.0)
     async def report() -> None:
         log.info("stream progress", **asdict(pipeline.counters), state=pipeline.state_counts())
-        if settled():
+        if settled(app):
             await pipeline.observe_lag()
             pipeline.metrics.set_healthy(True, ttl_s=30)  # lapses if this timer stops running
         else:

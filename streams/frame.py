@@ -93,6 +93,12 @@ def forget_unowned(tables: dict[str, PlacedTable], owned: set[int]) -> int:
     return dropped
 
 
+def settled(app: faust.App) -> bool:
+    """Table recovery after the latest rebalance has finished and no rebalance is under way: a
+    worker's tables are what its changelogs hold for the partitions it owns."""
+    return faust_surface.recovery_completed(app) and not app.rebalancing
+
+
 def internal_topic_specs(app: faust.App) -> list[TopicSpec]:
     """The topics faust would create for `app` (the tables' changelogs, the assignor's leader topic),
     with their partitions and cleanup policy. The workers create them before they start: a worker
